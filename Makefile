@@ -1,0 +1,28 @@
+# Two commands matter: `make test` (everything the CI runs) and `make run` (the master with
+# the app and an embedded Redis, no Docker). The venv is built from pyproject.toml.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APP ?= app.wsgi:app
+PYTEST_ARGS ?=
+
+.PHONY: install test test-fast run bench chaos clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+run: install
+	$(PY) -m master $(APP)
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache

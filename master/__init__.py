@@ -1,0 +1,4 @@
+"""pycluster: Node.js's cluster module for Python, and a production pre-fork master.
+
+Importing the package imports nothing else: a worker must be able to patch gevent first.
+"""

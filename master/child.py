@@ -1,0 +1,122 @@
+"""`python -m master.child`: the worker process (Node's child_process.fork target).
+
+Order matters here: gevent patches before anything else is imported, the worker ties its
+life to the primary's (PR_SET_PDEATHSIG, plus IPC EOF), then it runs the user's program
+or serves the app named by the arbiter.
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+# isort: split
+import ctypes  # noqa: E402
+import faulthandler  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import runpy  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+from master.exitcodes import WORKER_APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR  # noqa: E402
+from master.exitcodes import WORKER_LISTEN_ERROR as EXIT_LISTEN_ERROR  # noqa: E402
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_primary() -> None:
+    """Ask the kernel to SIGKILL us when the primary dies; leave now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the IPC EOF still ends us
+    master_pid = int(os.environ.get("PYCLUSTER_MASTER_PID", "0"))
+    # Compare with the primary's real pid, never with 1: in a container it may BE pid 1.
+    if master_pid and os.getppid() != master_pid:
+        os._exit(1)
+
+
+def load_app(spec: str):
+    """Import 'module:attribute' and return the WSGI callable; SystemExit(4) on failure."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "app"
+    try:
+        module = importlib.import_module(module_name)
+        app = module
+        for part in attribute.split("."):
+            app = getattr(app, part)
+    except Exception as exc:  # noqa: BLE001 - any failure to import the app is the same verdict
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" ({where.filename}:{where.lineno})" if where else ""
+        print(f"[worker {os.environ.get('PYCLUSTER_WORKER_ID')}] cannot load app {spec!r}: "
+              f"{type(exc).__name__}: {exc}{at}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_APP_LOAD_ERROR) from None
+    if not callable(app):
+        print(f"[worker] cannot load app {spec!r}: {attribute} is not callable", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_APP_LOAD_ERROR)
+    return app
+
+
+def run_app(spec: str, bind: str) -> int:
+    """Serve the arbiter's app until disconnected."""
+    from master import cluster
+    from master.scheduling import ListenError
+
+    sys.path.insert(0, os.getcwd())
+    app = load_app(spec)
+    try:
+        cluster.serve(app, bind=bind, access_log=os.environ.get("ACCESS_LOG", "") not in ("", "0", "false"))
+    except ListenError as exc:
+        print(f"[worker {cluster.worker.id}] {exc.strerror}", file=sys.stderr, flush=True)
+        return EXIT_LISTEN_ERROR
+    return 0
+
+
+def run_script(path: str, args: list[str]) -> int:
+    """Re-run the user's program as __main__, as Node re-runs the script in a worker."""
+    from master import cluster
+
+    sys.argv = [path, *args]
+    sys.path.insert(0, os.path.dirname(path))
+    runpy.run_path(path, run_name="__main__")
+    runtime = cluster.worker
+    # Like Node, a worker with message listeners stays up until it is disconnected.
+    if runtime.servers or runtime.listener_count("message"):
+        runtime.wait()
+    return 0
+
+
+def main() -> None:
+    """Bootstrap one worker and exit with its status."""
+    die_with_primary()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the primary decides what Ctrl-C means
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the watchdog's stack dump
+    from master import cluster
+    from master.worker_runtime import WorkerRuntime
+
+    runtime = WorkerRuntime.from_environment()
+    cluster._attach_worker(runtime)
+    runtime.start()
+    code = 0
+    try:
+        if os.environ.get("PYCLUSTER_APP"):
+            code = run_app(os.environ["PYCLUSTER_APP"], os.environ.get("PYCLUSTER_BIND", "0.0.0.0:8000"))
+        else:
+            code = run_script(os.environ["PYCLUSTER_EXEC"], json.loads(os.environ.get("PYCLUSTER_ARGS", "[]")))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - the user's program crashed: show why, exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

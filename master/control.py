@@ -1,0 +1,278 @@
+"""The control socket (a Unix socket, mode 0600) and its client, `python -m master ctl`.
+
+One request per connection, one JSON line each way: {"cmd": "scale", "workers": 4} ->
+{"ok": true, ...}. The server runs in the master's loop and calls Arbiter.command(), the
+same path the signals take.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import struct
+import sys
+from typing import Any
+
+from .config import default_control_socket
+
+log = logging.getLogger("master.control")
+MAX_REQUEST = 64 * 1024
+
+
+class ControlServer:
+    """Serves control requests for one arbiter."""
+
+    def __init__(self, path: str, arbiter: Any) -> None:
+        self.configured_path = path
+        self.path = path
+        self.arbiter = arbiter
+        self.sock: socket.socket | None = None
+        self.buffers: dict[int, tuple[socket.socket, bytearray]] = {}
+
+    def start(self) -> None:
+        """Bind the socket (owner-only) and serve it from the arbiter's loop."""
+        port = self.arbiter.handle.port if self.arbiter.handle else 0
+        host = self.arbiter.cfg.bind.rpartition(":")[0]
+        self.path = self.configured_path or default_control_socket(f"{host}:{port}")
+        if os.path.exists(self.path):
+            if _answers(self.path):
+                log.error("control socket %s is in use by another master: control disabled", self.path)
+                return
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # created 0600: no window where others could connect
+        try:
+            sock.bind(self.path)
+        except OSError as exc:
+            log.error("cannot create control socket %s: %s: control disabled", self.path, exc.strerror)
+            sock.close()
+            return
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+        self.sock = sock
+        self.arbiter.loop.add_reader(sock.fileno(), self._on_accept)
+        log.info("Control socket at %s", self.path)
+
+    def _on_accept(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError, OSError):
+            return
+        if not _peer_allowed(conn):
+            _respond(conn, {"ok": False, "error": "permission denied: not the master's user"})
+            conn.close()
+            return
+        conn.setblocking(False)
+        self.buffers[conn.fileno()] = (conn, bytearray())
+        self.arbiter.loop.add_reader(conn.fileno(), lambda fd=conn.fileno(): self._on_data(fd))
+
+    def _on_data(self, fd: int) -> None:
+        conn, buffer = self.buffers[fd]
+        try:
+            chunk = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        buffer += chunk
+        if chunk and b"\n" not in buffer and len(buffer) < MAX_REQUEST:
+            return
+        self.arbiter.loop.remove_reader(fd)
+        del self.buffers[fd]
+        _respond(conn, self.handle_request(bytes(buffer).split(b"\n", 1)[0]))
+        conn.close()
+
+    def handle_request(self, line: bytes) -> dict[str, Any]:
+        """Decode one request and run it through the arbiter's command path."""
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ValueError
+        except ValueError:
+            return {"ok": False, "error": 'bad request: expected a JSON object like {"cmd": "status"}'}
+        name = request.pop("cmd")
+        if name not in ("status", "reload", "scale", "kill-worker", "broadcast", "stop"):
+            return {"ok": False, "error": f"unknown command {name!r}"}
+        return self.arbiter.command(name, **request)
+
+    def close(self) -> None:
+        """Stop serving and remove the socket file."""
+        for conn, _ in self.buffers.values():
+            conn.close()
+        self.buffers.clear()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _peer_allowed(conn: socket.socket) -> bool:
+    # The 0600 mode already stops other users; the peer's uid is checked as well, so a
+    # socket exposed by mistake (a bind mount, a chmod) still refuses them.
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return False
+    return uid in (os.getuid(), 0)
+
+
+def _respond(conn: socket.socket, reply: dict[str, Any]) -> None:
+    try:
+        conn.setblocking(True)
+        conn.settimeout(1.0)  # a client that does not read cannot stall the master for long
+        conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def _answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+# -- the client ------------------------------------------------------------------------------
+class CtlError(Exception):
+    """A ctl failure, with the one line to print."""
+
+
+def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """Send one request to the master at `path` and return its reply."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except FileNotFoundError:
+        raise CtlError(f"no control socket at {path}: is the master running? (use --socket PATH)") from None
+    except PermissionError:
+        raise CtlError(f"permission denied on {path}: the control socket belongs to another user") from None
+    except ConnectionRefusedError:
+        raise CtlError(f"nothing listens on {path}: the master is not running (stale socket)") from None
+    except socket.timeout:
+        raise CtlError(f"the master at {path} did not answer within {timeout:.0f} s") from None
+    except OSError as exc:
+        raise CtlError(f"cannot talk to the master at {path}: {exc.strerror or exc}") from None
+    finally:
+        sock.close()
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise CtlError("the master sent an unreadable reply") from None
+
+
+def _ctl_parser() -> argparse.ArgumentParser:
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise CtlError(message)
+
+    parser = Parser(prog="python -m master ctl", description="Control a running master through its control socket.")
+    parser.add_argument("--socket", default=None,
+                        help="control socket path (default: from CONTROL_SOCKET, else per user and BIND/PORT)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    status = commands.add_parser("status", help="a table of the workers (or --json)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    commands.add_parser("reload", help="rolling restart: replace every worker, one at a time")
+    scale = commands.add_parser("scale", help="set the number of workers")
+    scale.add_argument("workers", type=int)
+    kill = commands.add_parser("kill-worker", help="SIGKILL one worker (it is replaced)")
+    kill.add_argument("id", type=int, help="worker id, as status shows it")
+    kill.add_argument("--signal", default="SIGKILL", help="signal to send (default SIGKILL)")
+    broadcast = commands.add_parser("broadcast", help="send a JSON message to every worker")
+    broadcast.add_argument("message", help="a JSON value, e.g. '{\"cmd\": \"ping\"}'")
+    commands.add_parser("stop", help="graceful shutdown (like SIGTERM)")
+    return parser
+
+
+def _default_socket() -> str:
+    if os.environ.get("CONTROL_SOCKET"):
+        return os.environ["CONTROL_SOCKET"]
+    bind = os.environ.get("BIND", "0.0.0.0:8000")
+    if os.environ.get("PORT"):
+        bind = f"{bind.rpartition(':')[0]}:{os.environ['PORT']}"
+    return default_control_socket(bind)
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return str(count)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The `ctl status` table."""
+    master = status["master"]
+    lines = [f"master {master['pid']}  {master['state']}  policy {master['policy']}  {master['bind']}  "
+             f"workers {len(status['workers'])}/{master['target_workers']}  uptime {master['uptime']:.0f} s  "
+             f"requests {master['requests_total']}"]
+    reload = master.get("reload") or {}
+    if reload.get("state") not in (None, "idle"):
+        lines.append(f"rolling restart: {reload.get('state')}"
+                     + (f" ({reload.get('error')})" if reload.get("error") else ""))
+    header = ("ID", "PID", "STATE", "REQUESTS", "IN FLIGHT", "RSS", "UPTIME", "RESTARTS")
+    rows = [header] + [(str(w["id"]), str(w["pid"]), w["state"] + (" (draining)" if w.get("draining") else ""),
+                        str(w["requests"]), str(w["in_flight"]), _human_bytes(w["rss"]), f"{w['uptime']:.0f} s",
+                        str(w["restarts"])) for w in status["workers"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def ctl_main(argv: list[str]) -> int:
+    """`python -m master ctl ...`; returns the exit status."""
+    try:
+        args = _ctl_parser().parse_args(argv)
+        path = args.socket or _default_socket()
+        payload: dict[str, Any] = {"cmd": args.command}
+        if args.command == "scale":
+            payload["workers"] = args.workers
+        elif args.command == "kill-worker":
+            payload.update(id=args.id, signal_name=args.signal)
+        elif args.command == "broadcast":
+            try:
+                payload["message"] = json.loads(args.message)
+            except ValueError:
+                raise CtlError(f"broadcast needs a JSON value, got {args.message!r}") from None
+        reply = request(path, payload)
+    except CtlError as exc:
+        print(f"python -m master ctl: error: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"python -m master ctl: error: {reply.get('error', 'the master refused')}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        reply.pop("ok", None)
+        print(json.dumps(reply, indent=2) if args.json else format_status(reply))
+    elif args.command == "reload":
+        print(f"rolling restart started: replacing {reply.get('replacing')} workers one at a time")
+    elif args.command == "scale":
+        print(f"scaling to {reply.get('workers')} workers")
+    elif args.command == "kill-worker":
+        print(f"sent {args.signal} to worker {args.id} (pid {reply.get('pid')})")
+    elif args.command == "broadcast":
+        print(f"sent to {reply.get('sent')} workers")
+    else:
+        print("stopping")
+    return 0

@@ -1,0 +1,160 @@
+"""Serving a WSGI app in a worker: gevent.pywsgi through its public API, plus what it lacks.
+
+Added around pywsgi: TCP_NODELAY on every connection (without it, headers and body written
+separately stall ~40 ms on delayed ACKs), per-connection tracking so a drain can wait for
+open exchanges, and `Connection: close` on every response once draining, so keep-alive
+clients move to another worker at a request boundary instead of being cut mid-request.
+"""
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Callable
+
+import gevent
+import gevent.pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from .scheduling.base import ListenError, bind_socket
+
+IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
+POLL = 0.02
+
+
+class TrackedHandler(WSGIHandler):
+    """A pywsgi handler that tells the server when its connection is idle between requests."""
+
+    def handle(self) -> None:
+        """Serve the connection's requests, registered with the server while open."""
+        self.idle_since: float | None = None
+        self.server.connections.add(self)
+        try:
+            super().handle()
+        finally:
+            self.server.connections.discard(self)
+
+    def read_requestline(self) -> str:
+        """Mark the connection idle while it waits for the next request line."""
+        self.idle_since = time.monotonic()
+        try:
+            return super().read_requestline()
+        finally:
+            self.idle_since = None
+
+    def log_request(self) -> None:
+        """Access logs are off by default: a line per request costs real throughput."""
+        if self.server.access_log:
+            super().log_request()
+
+
+class ClusterServer(WSGIServer):
+    """WSGIServer that can be fed connections by the primary (rr) and drained gracefully."""
+
+    handler_class = TrackedHandler
+
+    def __init__(self, listener: Any, app: Callable, runtime: Any, policy: str, *,
+                 access_log: bool = False, **kwargs: Any) -> None:
+        self.runtime = runtime
+        self.policy = policy
+        self.access_log = access_log
+        self.connections: set[TrackedHandler] = set()
+        self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
+        super().__init__(listener, _instrument(app, runtime), spawn=self.group,
+                         log=None if not access_log else "default", **kwargs)
+
+    def handle(self, sock: socket.socket, address: Any) -> None:
+        """Serve one accepted connection."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (or already closed): nothing to tune
+        super().handle(sock, address)
+
+    def accept_fd(self, fd: int) -> None:
+        """Serve a connection the primary accepted and handed over (rr)."""
+        sock = socket.socket(fileno=fd)
+        try:
+            address = sock.getpeername()
+        except OSError:
+            address = ("", 0)
+        self.group.spawn(self.handle, sock, address)
+
+    def stop_accepting(self) -> None:
+        """Take no new connections (rr: the runtime refuses handoffs while draining)."""
+        if self.policy != "rr" and self.started:
+            self.close()
+
+    def wait_idle(self, deadline: float | None = None) -> None:
+        """Wait until every connection has ended; close keep-alive ones idle too long."""
+        while self.connections:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            for handler in list(self.connections):
+                if handler.idle_since is not None and now - handler.idle_since >= IDLE_CLOSE_AFTER:
+                    _close_idle(handler)
+            gevent.sleep(POLL)
+        self.group.kill(block=False)
+
+
+def _close_idle(handler: TrackedHandler) -> None:
+    sock = getattr(handler, "socket", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _instrument(app: Callable, runtime: Any) -> Callable:
+    """Count requests and in-flight requests; say `Connection: close` while draining."""
+
+    def instrumented(environ: dict, start_response: Callable) -> Any:
+        runtime.in_flight += 1
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if runtime.draining and not any(k.lower() == "connection" for k, _ in headers):
+                headers.append(("Connection", "close"))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return app(environ, start)
+        finally:
+            runtime.in_flight -= 1
+            runtime.requests += 1
+
+    return instrumented
+
+
+def open_listener(policy: str, reply: dict[str, Any], fds: list[int], host: str) -> Any:
+    """The listener this worker serves on, as its policy says (None for rr)."""
+    if policy == "shared":
+        if not fds:
+            raise ListenError(0, "the primary sent no listening socket")
+        return socket.socket(fileno=fds[0])
+    if policy == "reuseport":
+        return bind_socket(host, int(reply["port"]), reuseport=True)
+    return None
+
+
+def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -> None:
+    """Listen on `bind` as the primary's policy says, serve `app`, return once drained."""
+    from .primary import parse_bind  # the one parser for addresses
+
+    if not callable(app):
+        raise TypeError(f"serve() needs a WSGI callable, got {type(app).__name__}")
+    host, port = parse_bind(bind)
+    reply, fds = runtime.request("queryServer", address=host, port=port)
+    if not reply.get("ok"):
+        raise ListenError(reply.get("errno") or 0, reply.get("error") or f"cannot listen on {host}:{port}")
+    policy = reply["policy"]
+    listener = open_listener(policy, reply, fds, host)
+    real_port = int(reply.get("port") or port)
+    environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port)}
+    server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
+                           access_log=access_log, environ=environ)
+    if listener is not None:
+        server.start()
+    runtime.servers.append(server)
+    runtime.notify("listening", address=host, port=real_port)
+    runtime.wait()

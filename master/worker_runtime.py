@@ -1,0 +1,234 @@
+"""The worker side of the cluster (`cluster.worker` in a worker process).
+
+Runs under gevent (master.child patches before anything is imported): one greenlet reads
+the IPC channel, one sends heartbeats, the WSGI server serves. Because the heartbeat is a
+greenlet, it stops exactly when the event loop is blocked (a request spinning on the CPU
+or a stopped process) and keeps going while requests merely wait on I/O, however long.
+"""
+from __future__ import annotations
+
+import faulthandler
+import itertools
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import gevent
+import gevent.event
+
+from . import ipc
+from .events import EventEmitter
+from .stats import rss_bytes
+
+HEARTBEAT_INTERVAL = float(os.environ.get("PYCLUSTER_HEARTBEAT_INTERVAL", "1.0"))
+ORPHAN_DRAIN_SECONDS = 1.0  # primary gone: finish what we can quickly, then leave
+
+
+class WorkerRuntime(EventEmitter):
+    """This worker's identity, its channel to the primary, and its servers.
+
+    Events: message(msg), disconnect().
+    """
+
+    def __init__(self, channel_fd: int, worker_id: int, master_pid: int) -> None:
+        super().__init__()
+        self.id = worker_id
+        self.master_pid = master_pid
+        self.sock = socket.socket(fileno=channel_fd)
+        self.started = time.monotonic()
+        self.requests = 0
+        self.in_flight = 0
+        self.servers: list[Any] = []
+        self.draining = False
+        self.connected = True
+        self.exited_after_disconnect = False
+        self.finished = gevent.event.Event()
+        self._decoder = ipc.FrameDecoder()
+        self._send_lock = threading.Lock()  # a gevent lock once patched: frames never interleave
+        self._seq = itertools.count(1)
+        self._pending: dict[int, gevent.event.AsyncResult] = {}
+        self._greenlets: list[gevent.Greenlet] = []
+
+    @classmethod
+    def from_environment(cls) -> "WorkerRuntime":
+        """Build the runtime from what the primary put in our environment."""
+        return cls(int(os.environ["PYCLUSTER_CHANNEL_FD"]), int(os.environ["PYCLUSTER_WORKER_ID"]),
+                   int(os.environ.get("PYCLUSTER_MASTER_PID", "0")))
+
+    @property
+    def pid(self) -> int:
+        """This worker's pid."""
+        return os.getpid()
+
+    def start(self) -> None:
+        """Start reading the channel and heartbeating; tell the primary we are online."""
+        self._greenlets.append(gevent.spawn(self._read_loop))
+        self._greenlets.append(gevent.spawn(self._heartbeat_loop))
+        self.notify("online")
+
+    # -- sending --------------------------------------------------------------------------
+    def _write(self, message: dict[str, Any]) -> None:
+        data = ipc.encode(message)
+        if not self.connected:
+            raise ipc.ChannelClosed("the IPC channel to the primary is closed")
+        try:
+            with self._send_lock:
+                self.sock.sendall(data)
+        except OSError as exc:
+            self._channel_closed()
+            raise ipc.ChannelClosed(f"the IPC channel to the primary is closed: {exc}") from None
+
+    def send(self, message: Any) -> None:
+        """Send a user message to the primary."""
+        self._write(ipc.user_envelope(message))
+
+    def notify(self, act: str, **fields: Any) -> bool:
+        """Send an internal notification; False when the channel is already closed."""
+        try:
+            self._write(ipc.internal(act, **fields))
+            return True
+        except ipc.ChannelClosed:
+            return False
+
+    def request(self, act: str, timeout: float = 30.0, **fields: Any) -> tuple[dict[str, Any], list[int]]:
+        """Send an internal request and wait for its reply (ChannelClosed if none can come)."""
+        seq = next(self._seq)
+        result = gevent.event.AsyncResult()
+        self._pending[seq] = result
+        try:
+            self._write(ipc.internal(act, seq=seq, **fields))
+            reply = result.get(timeout=timeout)
+        except gevent.Timeout:
+            raise TimeoutError(f"the primary did not answer {act!r} within {timeout} s") from None
+        finally:
+            self._pending.pop(seq, None)
+        if reply is None:
+            raise ipc.ChannelClosed(f"the IPC channel closed before the primary answered {act!r}")
+        return reply
+
+    # -- receiving ------------------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while self.connected:
+            try:
+                data, ancdata, _flags, _addr = self.sock.recvmsg(
+                    ipc.READ_SIZE, socket.CMSG_SPACE(ipc.MAX_FDS_PER_READ * 4))
+            except OSError:
+                break
+            fds = ipc.fds_from_ancdata(ancdata)
+            if not data and not fds:
+                break
+            try:
+                frames = self._decoder.feed(data, fds)
+            except ipc.MessageError as exc:
+                print(f"worker {self.id}: {exc}; closing the channel", file=sys.stderr)
+                break
+            for message, attached in frames:
+                self._dispatch(message, attached)
+        self._channel_closed()
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+        if message["cmd"] == ipc.USER:
+            self.emit("message", message.get("data"))
+            return
+        act = message.get("act")
+        if act == "reply":
+            pending = self._pending.get(message.get("ack", -1))
+            if pending is not None:
+                pending.set((message, fds))
+            else:
+                for fd in fds:
+                    _close_fd(fd)
+        elif act == "newconn":
+            self._on_newconn(message, fds)
+        elif act == "disconnect":
+            self.begin_drain()
+        elif act == "dump":
+            faulthandler.dump_traceback(all_threads=True)
+        else:
+            for fd in fds:
+                _close_fd(fd)
+
+    def _on_newconn(self, message: dict[str, Any], fds: list[int]) -> None:
+        server = next((s for s in self.servers if s.policy == "rr"), None)
+        accepted = bool(fds) and server is not None and not self.draining
+        if accepted:
+            server.accept_fd(fds[0])
+        else:
+            for fd in fds:
+                _close_fd(fd)
+        self.notify("reply", ack=message.get("seq"), accepted=accepted)
+
+    # -- leaving --------------------------------------------------------------------------
+    def disconnect(self) -> None:
+        """Leave on our own: tell the primary it is deliberate, drain, and exit."""
+        self.exited_after_disconnect = True
+        self.notify("exiting")
+        self.begin_drain()
+
+    def begin_drain(self, deadline: float | None = None) -> None:
+        """Stop accepting, let open requests finish, then close the channel."""
+        if self.draining:
+            return
+        self.draining = True
+        gevent.spawn(self._drain, deadline)
+
+    def _drain(self, deadline: float | None) -> None:
+        for server in self.servers:
+            server.stop_accepting()
+        for server in self.servers:
+            server.wait_idle(deadline)
+        self._close_channel()
+        self.finished.set()
+
+    def _close_channel(self) -> None:
+        if self.connected:
+            self.connected = False
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.emit("disconnect")
+
+    def _channel_closed(self) -> None:
+        was_draining = self.draining
+        if self.connected:
+            self._close_channel()
+        for result in list(self._pending.values()):
+            result.set(None)
+        if not was_draining:
+            # The primary is gone (or dropped us): never linger as an orphan.
+            self.begin_drain(deadline=time.monotonic() + ORPHAN_DRAIN_SECONDS)
+            gevent.spawn_later(ORPHAN_DRAIN_SECONDS + 0.5, _exit_now)
+
+    def wait(self) -> None:
+        """Block until this worker has drained and its channel is closed."""
+        self.finished.wait()
+
+    # -- heartbeat and stats --------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """What this worker reports about itself."""
+        return {"requests": self.requests, "in_flight": self.in_flight, "rss": rss_bytes(),
+                "uptime": round(time.monotonic() - self.started, 3), "pid": os.getpid(),
+                "draining": self.draining}
+
+    def _heartbeat_loop(self) -> None:
+        while self.connected:
+            if not self.notify("heartbeat", **self.stats()):
+                return
+            gevent.sleep(HEARTBEAT_INTERVAL)
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
