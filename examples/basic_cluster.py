@@ -23,7 +23,8 @@ NUM_WORKERS = int(os.environ.get("WORKERS", os.cpu_count() or 1))
 def hello(environ, start_response):
     """Answer every request with the worker's pid."""
     body = f"Hello from worker {os.getpid()}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                              ("X-Worker-Pid", str(os.getpid()))])
     return [body]
 
 
