@@ -26,3 +26,11 @@ run: install
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
+
+# The benchmark (docs/BENCHMARKS.md, docs/bench/) and the chaos scenarios (docs/chaos/).
+# QUICK=1 for a short run; SCENARIO=name for one scenario; COMPOSE=1 against the compose stack.
+bench: install
+	$(PY) -m loadtest.bench $(if $(QUICK),--quick)
+
+chaos: install
+	$(PY) -m loadtest.chaos $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(COMPOSE),--compose)

@@ -186,20 +186,24 @@ class Arbiter:
         return {w.slot for w in self.serving_workers()} | set(self.spawn_timers)
 
     def manage_workers(self) -> None:
-        """Spawn into empty slots below the target; drain the oldest above it."""
+        """Drain the oldest workers above the target; spawn into empty slots below it."""
         if self.state != "running":
             return
-        occupied = self.occupied_slots()
-        for slot in range(self.target):
-            if slot not in occupied:
-                self.spawn_worker(slot)
-        serving = sorted(self.serving_workers(), key=lambda w: w.started_monotonic)
-        excess = len(serving) + len(self.spawn_timers) - self.target
         for slot in [s for s in self.spawn_timers if s >= self.target]:
             self.spawn_timers.pop(slot).cancel()
-            excess -= 1
-        for worker in serving[:max(0, excess)]:
-            self.retire_worker(worker, "scale-down")
+        serving = sorted(self.serving_workers(), key=lambda w: w.started_monotonic)
+        excess = len(serving) + len(self.spawn_timers) - self.target
+        if excess > 0:
+            for worker in serving[:excess]:
+                self.retire_worker(worker, "scale-down")
+            serving = serving[excess:]
+        taken = {w.slot for w in serving if w.slot < self.target} | set(self.spawn_timers)
+        free = [slot for slot in range(self.target) if slot not in taken]
+        for worker in serving:
+            if worker.slot >= self.target:  # a survivor of a scale-down keeps serving, renumbered
+                worker.slot = free.pop(0)
+        for slot in free:
+            self.spawn_worker(slot)
 
     def spawn_worker(self, slot: int, generation: int | None = None) -> Worker:
         """Fork one worker into `slot`."""

@@ -112,8 +112,12 @@ def _instrument(app: Callable, runtime: Any) -> Callable:
     def instrumented(environ: dict, start_response: Callable) -> Any:
         runtime.in_flight += 1
 
+        # Say so when this response ends the connection (the client asked, or we drain):
+        # a client that is not told would reuse the socket and hit a reset.
+        closing = environ.get("HTTP_CONNECTION", "").lower() == "close"
+
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            if runtime.draining and not any(k.lower() == "connection" for k, _ in headers):
+            if (closing or runtime.draining) and not any(k.lower() == "connection" for k, _ in headers):
                 headers.append(("Connection", "close"))
             return start_response(status, headers, exc_info)
 
@@ -155,6 +159,6 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
                            access_log=access_log, environ=environ)
     if listener is not None:
         server.start()
-    runtime.servers.append(server)
+    runtime.add_server(server)
     runtime.notify("listening", address=host, port=real_port)
     runtime.wait()

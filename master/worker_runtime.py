@@ -42,6 +42,7 @@ class WorkerRuntime(EventEmitter):
         self.requests = 0
         self.in_flight = 0
         self.servers: list[Any] = []
+        self.early_fds: list[int] = []  # rr handoffs that arrived before the server existed
         self.draining = False
         self.connected = True
         self.exited_after_disconnect = False
@@ -152,10 +153,14 @@ class WorkerRuntime(EventEmitter):
                 _close_fd(fd)
 
     def _on_newconn(self, message: dict[str, Any], fds: list[int]) -> None:
+        # Only a draining worker refuses: the primary hands connections out as soon as it
+        # has answered queryServer, which can be before serve() has built its server.
         server = next((s for s in self.servers if s.policy == "rr"), None)
-        accepted = bool(fds) and server is not None and not self.draining
-        if accepted:
+        accepted = bool(fds) and not self.draining
+        if accepted and server is not None:
             server.accept_fd(fds[0])
+        elif accepted:
+            self.early_fds.append(fds[0])
         else:
             for fd in fds:
                 _close_fd(fd)
@@ -175,7 +180,18 @@ class WorkerRuntime(EventEmitter):
         self.draining = True
         gevent.spawn(self._drain, deadline)
 
+    def add_server(self, server: Any) -> None:
+        """Register a server; an rr server takes the handoffs that arrived before it."""
+        self.servers.append(server)
+        if server.policy == "rr":
+            early, self.early_fds = self.early_fds, []
+            for fd in early:
+                server.accept_fd(fd)
+
     def _drain(self, deadline: float | None) -> None:
+        for fd in self.early_fds:  # never served: closing tells those clients at once
+            _close_fd(fd)
+        self.early_fds = []
         for server in self.servers:
             server.stop_accepting()
         for server in self.servers:

@@ -192,3 +192,25 @@ def events(output: str) -> list[dict[str, Any]]:
             except ValueError:
                 pass
     return found
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def as_nobody(argv: list[str], extra_path: list[str] | None = None) -> tuple[list[str], dict[str, str]] | None:
+    """Run a `python ...` argv as user nobody, or None where this machine cannot.
+
+    This venv's interpreter lives under /root (mode 0700), so nobody runs the system
+    interpreter of the same minor version with this venv's site-packages on its path.
+    """
+    import sysconfig
+
+    if os.geteuid() != 0 or not os.path.exists(SYSTEM_PYTHON):
+        return None
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() != str(tuple(sys.version_info[:2])):
+        return None
+    path = [*(extra_path or []), str(ROOT), sysconfig.get_paths()["purelib"]]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_PYTHON, *argv[1:]], env

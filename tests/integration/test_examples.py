@@ -65,9 +65,10 @@ def example():
 def test_basic_cluster(example):
     ex = example("basic_cluster")
     ex.wait_output("Worker ", count=2)
-    wait_for(ex.serving, what="the basic cluster to serve")
-    pids = {ex.pid_answering() for _ in range(6)}
-    assert len(pids) == 2 and f"Primary {ex.proc.pid} is running" in ex.output
+    pids = set()
+    wait_for(lambda: pids.add(ex.serving()) or len(pids - {None}) == 2, what="both workers to serve")
+    assert set(children(ex.proc.pid)) == pids - {None}
+    assert f"Primary {ex.proc.pid} is running" in ex.output
     ex.proc.send_signal(signal.SIGINT)
     assert ex.proc.wait(10) == 0
 

@@ -225,6 +225,44 @@ def primary_eaddrinuse():
     blocker.close()
 
 
+def primary_rr_refuse():
+    """A worker drains without telling the primary; its handoffs must be refused and re-routed."""
+    import threading
+    import urllib.request
+
+    cluster.scheduling_policy = "rr"
+    listening = []
+    state = {}
+
+    def on_listening(worker, address):
+        listening.append(worker)
+        state["port"] = address["port"]
+        if len(listening) == 2:
+            # This request makes its worker start draining and keeps it busy for 3 s.
+            threading.Thread(target=lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{address['port']}/drain-silently", timeout=10).read(), daemon=True).start()
+
+    def on_message(worker, msg):
+        if msg == "draining":
+            state["drained"] = worker.process.pid
+            threading.Thread(target=client, daemon=True).start()
+
+    def client():
+        pids = []
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{state['port']}/", timeout=5) as response:
+                pids.append(int(response.headers["X-Worker-Pid"]))
+        handle = next(iter(cluster._the_primary().handles.values()))
+        out("served", pids=pids, drained_pid=state["drained"], refused=handle.refused)
+
+    cluster.on("listening", on_listening)
+    cluster.on("message", on_message)
+    cluster.on("exit", lambda w, code, sig: cluster.disconnect())
+    for _ in range(2):
+        cluster.fork()
+    cluster.run()
+
+
 # -- workers --------------------------------------------------------------------------------
 def worker_main():
     me = cluster.worker
@@ -267,6 +305,15 @@ def worker_main():
         except TypeError as exc:
             found["worker_not_json"] = str(exc)
         me.send(found)
+        return
+    if SCENARIO == "rr_refuse":
+        def app(environ, start_response):
+            if environ["PATH_INFO"] == "/drain-silently":
+                me.begin_drain()  # no "exiting" notice: the primary still thinks we are free
+                me.send("draining")
+                time.sleep(3)  # an exchange in flight keeps this worker draining, and connected
+            return hello(environ, start_response)
+        cluster.serve(app, bind=f"127.0.0.1:{PORT}")
         return
     if SCENARIO == "eaddrinuse":
         try:

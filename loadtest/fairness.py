@@ -1,0 +1,26 @@
+"""How evenly a server spreads requests over its workers, read from the X-Worker-Pid header."""
+
+from loadtest.loadgen import LoadGen, kinds
+from loadtest.servers import HOST
+from loadtest.stats import fairness_summary, shares
+
+# mode -> (client threads, keep-alive): new connections one at a time, new connections many at a
+# time, and long-lived connections (where a policy can only choose once, per connection).
+MODES = {
+    "sequential": (1, False),
+    "concurrent": (16, False),
+    "keepalive": (32, True),
+}
+
+
+def measure(port: int, worker_pids: list[int], mode: str, requests: int, max_seconds: float) -> dict:
+    """Send `requests` GET / in this mode (bounded by max_seconds) and summarise the spread."""
+    threads, keepalive = MODES[mode]
+    gen = LoadGen(HOST, port, ["/"], concurrency=threads, keepalive=keepalive, duration=max_seconds,
+                  max_requests=requests, timeout=5.0)
+    records = gen.run()
+    answered = [r.pid for r in records if r.kind == "ok" and r.pid]
+    counts = shares(answered, [str(p) for p in worker_pids], len(worker_pids))
+    return {"mode": mode, "connections": "new" if not keepalive else f"{threads} keep-alive",
+            "failures": {k: v for k, v in kinds(records).items() if k != "ok"},
+            **fairness_summary(counts)}

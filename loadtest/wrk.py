@@ -1,0 +1,54 @@
+"""Run wrk (`wrk --latency`) and parse its report into numbers."""
+
+import re
+import shutil
+import subprocess
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def available() -> bool:
+    """Whether the wrk binary is on PATH."""
+    return shutil.which("wrk") is not None
+
+
+def to_ms(text: str) -> float:
+    """'812.00us' / '1.23ms' / '2.00s' as milliseconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse(output: str) -> dict:
+    """rps, p50_ms, p99_ms, requests, non2xx and socket errors from `wrk --latency` output."""
+    result = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": 0, "non2xx": 0,
+              "errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
+        result["rps"] = float(m.group(1))
+    if m := re.search(r"(\d+) requests in", output):
+        result["requests"] = int(m.group(1))
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        result["non2xx"] = int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        result["errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", output, re.MULTILINE):
+            result[key] = round(to_ms(m.group(1)), 3)
+    return result
+
+
+def run(url: str, seconds: float, connections: int, threads: int = 1, close: bool = False) -> dict:
+    """One bounded wrk run against url; parsed figures plus the raw exit code."""
+    secs = max(1, round(seconds))
+    cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(max(connections, threads)),
+           "-d", f"{secs}s", "--timeout", "2s"]
+    if close:
+        # wrk reconnects after every response the server closes: one new connection per request.
+        cmd += ["-H", "Connection: close"]
+    proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=secs + 30)
+    result = parse(proc.stdout)
+    result["returncode"] = proc.returncode
+    if proc.returncode and result["rps"] is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout[-300:]}")
+    return result

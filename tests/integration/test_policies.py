@@ -1,0 +1,122 @@
+"""Scheduling policies: rr, shared, reuseport — real masters, real connections."""
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from support import ROOT, Master, as_nobody, events, get, run_program, wait_for, worker_pid
+
+
+@pytest.fixture
+def master(tmp_path):
+    started = []
+
+    def start(*args, workers=2, env=None):
+        m = Master(tmp_path, "apps.hello:app", workers, *args, env=env).start()
+        started.append(m)
+        return m.wait_ready(workers)
+
+    yield start
+    for m in started:
+        m.kill_all()
+
+
+@pytest.mark.parametrize("policy", ["rr", "shared", "reuseport"])
+def test_several_workers_serve(master, policy):
+    m = master("--policy", policy, workers=3)
+    with ThreadPoolExecutor(8) as pool:
+        pids = Counter(pool.map(lambda _: worker_pid(m.port), range(300)))
+    assert set(pids) <= set(m.workers())
+    assert len(pids) >= (3 if policy != "shared" else 2), pids  # shared: the kernel decides
+    assert f"(policy {policy})" in m.log()
+
+
+def test_rr_spreads_sequential_new_connections_evenly(master):
+    m = master("--policy", "rr", workers=3)
+    counts = Counter(worker_pid(m.port) for _ in range(400))
+    even = 400 / 3
+    assert len(counts) == 3
+    assert all(abs(c - even) <= 0.2 * even for c in counts.values()), counts
+
+
+def test_rr_reroutes_a_connection_whose_worker_dies_before_taking_it(master):
+    m = master("--policy", "rr", workers=2)
+    victim, survivor = m.workers()
+    os.kill(victim, signal.SIGSTOP)  # it cannot take its handoff now
+    results = []
+
+    def one():
+        started = time.monotonic()
+        response = get(m.url, timeout=15)
+        results.append((int(response.headers["X-Worker-Pid"]), time.monotonic() - started))
+    clients = [threading.Thread(target=one) for _ in range(6)]
+    for c in clients:
+        c.start()
+    wait_for(lambda: len(results) >= 5, timeout=10, what="the other requests")
+    time.sleep(0.5)  # the stalled handoff is still waiting: it would be lost if we dropped it
+    os.kill(victim, signal.SIGKILL)
+    for c in clients:
+        c.join(15)
+    assert len(results) == 6  # every accepted connection was served
+    assert victim not in {pid for pid, _ in results}
+    assert max(seconds for _, seconds in results) >= 0.5  # one waited for the re-route
+
+
+def test_rr_refused_handoff_goes_to_another_worker():
+    done = run_program("scenarios", "rr_refuse", env={"CLUSTER_SCHED_POLICY": "rr"})
+    assert done.returncode == 0, done.stderr
+    served = next(e for e in events(done.stdout) if e["event"] == "served")
+    assert len(served["pids"]) == 20 and served["drained_pid"] not in served["pids"]
+    assert served["refused"] >= 1
+
+
+def _set_migrate_req(value):
+    with open("/proc/sys/net/ipv4/tcp_migrate_req", "w") as f:
+        f.write(value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to set the sysctl")
+def test_reuseport_sets_tcp_migrate_req_when_it_may(master):
+    _set_migrate_req("0")
+    m = master("--policy", "reuseport", workers=2)
+    assert open("/proc/sys/net/ipv4/tcp_migrate_req").read().strip() == "1"
+    assert "set net.ipv4.tcp_migrate_req=1" in m.log()
+    with ThreadPoolExecutor(4) as pool:
+        assert len(set(pool.map(lambda _: worker_pid(m.port), range(100)))) == 2
+
+
+def test_reuseport_without_permission_warns_and_still_serves(tmp_path):
+    run_dir = tmp_path / "nobody"
+    run_dir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(run_dir, 0o777)
+    m = Master(run_dir, "apps.hello:app", 2, "--policy", "reuseport")
+    wrapped = as_nobody(m.argv, extra_path=[str(ROOT / "tests")])
+    if wrapped is None:
+        pytest.skip("cannot run as another user here")
+    m.argv, env = wrapped
+    m.env.update(PYTHONPATH=env["PYTHONPATH"])
+    if os.geteuid() == 0:
+        _set_migrate_req("0")
+    m.start()
+    try:
+        wait_for(lambda: _up(m) and len(m.workers()) == 2, timeout=20, what=f"workers as nobody\n{m.log()}")
+        assert "cannot set net.ipv4.tcp_migrate_req=1 (Permission denied)" in m.log()
+        with ThreadPoolExecutor(4) as pool:
+            assert len(set(pool.map(lambda _: worker_pid(m.port), range(100)))) == 2
+    finally:
+        m.kill_all()
+        _set_migrate_req("1")
+
+
+def _up(m):
+    try:
+        get(m.url, timeout=1)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
