@@ -146,3 +146,41 @@ def test_monitoring_prints_a_table(example):
     assert ex.output.count("REQUESTS") == 2
     rows = [line.split() for line in ex.lines if line.strip()[:1].isdigit()]
     assert len(rows) == 4 and all(float(row[3]) > 1 for row in rows)  # RSS in MiB
+
+
+def test_flask_cluster_with_the_cluster_api(example):
+    ex = example("flask_cluster")
+    pids = set()
+    wait_for(lambda: pids.add(ex.serving()) or len(pids - {None}) == 2, what="both workers")
+    health = get(f"http://127.0.0.1:{ex.port}/health").json()
+    assert health["status"] == "ok" and health["pid"] in pids
+
+
+def test_flask_cluster_under_the_master(tmp_path):
+    from support import Master
+
+    m = Master(tmp_path, "examples.flask_cluster:app", 2).start()
+    try:
+        m.wait_ready(2)
+        assert get(f"{m.url}/").text.startswith("Hello from worker ")
+        assert get(f"{m.url}/health").json()["status"] == "ok"
+    finally:
+        m.kill_all()
+
+
+def test_redis_state_counts_across_workers(example, redis_server):
+    ex = example("redis_state", REDIS_URL=redis_server.url)
+    pids = set()
+    wait_for(lambda: pids.add(ex.serving()) or len(pids - {None}) == 2, what="both workers")
+    views = [get(f"http://127.0.0.1:{ex.port}/count").json() for _ in range(6)]
+    assert [v["totalViews"] for v in views] == list(range(1, 7))
+    assert {v["worker"] for v in views} == pids - {None}
+    put = __import__("requests").put(f"http://127.0.0.1:{ex.port}/session/abc", json={"user": "ada"}, timeout=5)
+    assert put.status_code == 201
+    assert get(f"http://127.0.0.1:{ex.port}/session/abc").json() == {"session": {"user": "ada"}}
+
+
+def test_redis_state_without_redis_url_is_a_clear_error(example):
+    ex = example("redis_state", REDIS_URL="")
+    assert ex.proc.wait(10) != 0
+    ex.wait_output("set REDIS_URL")
