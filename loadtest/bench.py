@@ -3,14 +3,21 @@
 Throughput and latency with wrk on `/`, `/work`, `/count` for workers = 1..CPUs, the mixed profile with
 Locust, fairness per policy, loss when a worker is SIGKILLed, master CPU/RSS, and Flask's in-process
 ceiling. Writes docs/bench/results.json, docs/bench/*.png and docs/BENCHMARKS.md. Loopback only.
+
+For a scaling run on a bigger machine, narrow it down and write elsewhere, e.g.
+`taskset -c 0-11 python -m loadtest.bench --workers 1,2,4,8,12 --servers pycluster-rr,gunicorn-sync
+--endpoints /,/work --skip fairness,loss,mixed --wrk-threads 4 --wrk-cpus 12-15 --out docs/bench/device`.
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import platform
 import random
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +32,7 @@ from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServe
 from loadtest.stats import add_derived
 
 ENDPOINTS = ("/", "/work", "/count")
+EXTRAS = ("ceiling", "fairness", "loss", "mixed")   # what --skip may leave out
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,10 @@ class Plan:
     mixed_everywhere: bool     # all servers, or only pycluster rr and gunicorn gevent
     close_every_n: bool        # new-connection runs at every N, or only at N = CPUs
     ceiling_s: float
+    endpoints: tuple[tuple[str, bool], ...] | None = None   # (endpoint, close) at every N; None: the default set
+    skip: frozenset[str] = frozenset()                      # of EXTRAS
+    wrk_threads: int = 1
+    wrk_cpus: str | None = None                              # taskset CPU list for wrk, e.g. "12-15"
 
 
 def make_plan(quick: bool, cpus: int, workers: list[int] | None) -> Plan:
@@ -50,6 +62,57 @@ def make_plan(quick: bool, cpus: int, workers: list[int] | None) -> Plan:
     if quick:
         return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5)
     return Plan(False, tuple(workers or range(1, cpus + 1)), 10, 2, 32, 2000, 6.0, 15, 50, True, True, 3.0)
+
+
+def parse_endpoints(text: str) -> tuple[tuple[str, bool], ...]:
+    """'/,/work,/:close' -> (('/', False), ('/work', False), ('/', True)); ':close' is a new connection per
+    request."""
+    pairs = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        endpoint, _, mode = item.partition(":")
+        if endpoint not in ENDPOINTS or mode not in ("", "close"):
+            raise ValueError(f"unknown endpoint {item!r}: use {', '.join(ENDPOINTS)}, optionally with :close")
+        pairs.append((endpoint, mode == "close"))
+    if not pairs:
+        raise ValueError("no endpoints given")
+    return tuple(dict.fromkeys(pairs))
+
+
+def customize(plan: Plan, duration_s: float | None = None, warmup_s: float | None = None,
+              connections: int | None = None, endpoints: str | None = None, skip: str | None = None,
+              wrk_threads: int | None = None, wrk_cpus: str | None = None) -> Plan:
+    """The plan with the command line's overrides; None leaves a field as the plan has it."""
+    changes = {}
+    if duration_s is not None:
+        if duration_s < 1:
+            raise ValueError("--duration must be at least 1 s (wrk runs whole seconds)")
+        changes["duration_s"] = duration_s
+    if warmup_s is not None:
+        changes["warmup_s"] = max(0.0, warmup_s)
+    if connections is not None:
+        changes["connections"] = max(1, connections)
+    if endpoints is not None:
+        changes["endpoints"] = parse_endpoints(endpoints)
+    if skip is not None:
+        names = frozenset(filter(None, (i.strip() for i in skip.split(","))))
+        if names - set(EXTRAS):
+            raise ValueError(f"--skip takes {', '.join(EXTRAS)}, not {', '.join(sorted(names - set(EXTRAS)))}")
+        changes["skip"] = names
+    if wrk_threads is not None:
+        changes["wrk_threads"] = max(1, wrk_threads)
+    if wrk_cpus is not None:
+        changes["wrk_cpus"] = wrk_cpus or None
+    return dataclasses.replace(plan, **changes)
+
+
+def throughput_runs(plan: Plan, n: int) -> list[tuple[str, bool]]:
+    """(endpoint, close) pairs measured at N workers."""
+    if plan.endpoints is not None:
+        return list(plan.endpoints)
+    runs = [(e, False) for e in ENDPOINTS]
+    if plan.close_every_n or n == max(plan.workers):
+        runs.append(("/", True))
+    return runs
 
 
 def cpu_count() -> int:
@@ -93,15 +156,15 @@ def measure_throughput(srv: Server, endpoint: str, plan: Plan, close: bool) -> d
     """One wrk run, with the master's CPU and RSS sampled around it."""
     url = srv.url + endpoint
     if plan.warmup_s:
-        wrk.run(url, plan.warmup_s, plan.connections, close=close)
+        wrk.run(url, plan.warmup_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
     before = sample(srv.proc.pid)
-    res = wrk.run(url, plan.duration_s, plan.connections, close=close)
+    res = wrk.run(url, plan.duration_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
     after = sample(srv.proc.pid)
     errors = sum(res["errors"].values()) + res["non2xx"]
     return {
         "kind": "throughput", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
         "endpoint": endpoint, "conn": "close" if close else "keepalive", "tool": "wrk",
-        "duration_s": plan.duration_s, "connections": plan.connections,
+        "duration_s": plan.duration_s, "connections": plan.connections, "wrk_threads": plan.wrk_threads,
         "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "requests": res["requests"],
         "errors_total": errors, "errors": res["errors"], "non2xx": res["non2xx"],
         "master_cpu_pct": None if cpu_percent(before, after) is None else round(cpu_percent(before, after), 1),
@@ -139,20 +202,23 @@ def servers_to_run(only: list[str] | None) -> tuple[list[tuple[str, str]], list[
         notes.append("`python -m master` is not in this checkout yet: pycluster was not measured.")
     pairs += [("gunicorn", k) for k in GUNICORN_CLASSES]
     if only:
+        # "pycluster-rr" and "pycluster/rr" both name one server; "gunicorn" names every class.
+        only = [name.strip().replace("-", "/", 1) for name in only]
         pairs = [p for p in pairs if f"{p[0]}/{p[1]}" in only or p[0] in only]
     return pairs, notes
 
 
 def count_steps(pairs, plan: Plan, cpus: int) -> int:
     """How many progress steps the plan has (for the [i/total] counter)."""
-    steps = 1
+    steps = 0 if "ceiling" in plan.skip else 1
     for server, policy in pairs:
         for n in plan.workers:
-            steps += len(ENDPOINTS) + (1 if plan.close_every_n or n == max(plan.workers) else 0)
+            steps += len(throughput_runs(plan, n))
             if n == max(plan.workers):
                 fair = server == "pycluster" or policy == "sync"
-                steps += (len(fairness.MODES) + 1) if fair else 0
-                steps += 1 if plan.mixed_everywhere or policy in ("rr", "gevent") else 0
+                steps += len(fairness.MODES) if fair and "fairness" not in plan.skip else 0
+                steps += 1 if fair and "loss" not in plan.skip else 0
+                steps += 1 if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")) else 0
     return steps
 
 
@@ -162,9 +228,10 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
     progress = Progress(count_steps(pairs, plan, cpus))
     redis = RedisServer().start()
     try:
-        for r in measure_ceiling(redis.url, plan.ceiling_s):
-            runs.append(r)
-        progress.step("ceiling " + ", ".join(f"{r['endpoint']} {r['rps_per_core']:,.0f}/core" for r in runs))
+        if "ceiling" not in plan.skip:
+            for r in measure_ceiling(redis.url, plan.ceiling_s):
+                runs.append(r)
+            progress.step("ceiling " + ", ".join(f"{r['endpoint']} {r['rps_per_core']:,.0f}/core" for r in runs))
         top = max(plan.workers)
         for server, policy in pairs:
             for n in plan.workers:
@@ -178,10 +245,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     progress.note(f"{server}/{policy} N={n} FAILED TO START, skipped")
                     continue
                 try:
-                    endpoints = [(e, False) for e in ENDPOINTS]
-                    if plan.close_every_n or n == top:
-                        endpoints.append(("/", True))
-                    for endpoint, close in endpoints:
+                    for endpoint, close in throughput_runs(plan, n):
                         r = measure_throughput(srv, endpoint, plan, close)
                         runs.append(r)
                         progress.step(f"{srv.label:<18} N={n} {endpoint:<6}{' close' if close else '':6} "
@@ -191,17 +255,18 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     if n != top:
                         continue
                     if server == "pycluster" or policy == "sync":
-                        for mode in fairness.MODES:
+                        for mode in () if "fairness" in plan.skip else fairness.MODES:
                             f = fairness.measure(srv.port, srv.worker_pids(), mode, plan.fairness_requests,
                                                  max_seconds=30 if not plan.quick else 8)
                             runs.append({"kind": "fairness", "server": server, "policy": policy, "workers": n, **f})
                             progress.step(f"{srv.label:<18} N={n} fairness {mode:<10} {f['per_worker']} "
                                           f"Jain {f['jain']}")
-                        loss = measure_loss(srv, plan.loss_s)
-                        runs.append(loss)
-                        progress.step(f"{srv.label:<18} N={n} loss on SIGKILL: {loss['failures']} of "
-                                      f"{loss['requests']} failed {loss['by_kind']}")
-                    if plan.mixed_everywhere or policy in ("rr", "gevent"):
+                        if "loss" not in plan.skip:
+                            loss = measure_loss(srv, plan.loss_s)
+                            runs.append(loss)
+                            progress.step(f"{srv.label:<18} N={n} loss on SIGKILL: {loss['failures']} of "
+                                          f"{loss['requests']} failed {loss['by_kind']}")
+                    if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")):
                         m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s)
                         runs.append({"kind": "mixed", "server": server, "policy": policy, "workers": n,
                                      "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
@@ -219,9 +284,24 @@ def main(argv=None) -> int:
     """Parse the flags, run the plan, write the report."""
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (under two minutes), indicative only")
-    parser.add_argument("--workers", help="comma-separated worker counts (default 1..CPUs)")
-    parser.add_argument("--only", help="comma-separated servers to run, e.g. pycluster/rr,gunicorn")
+    parser.add_argument("--workers", help="comma-separated worker counts, e.g. 1,2,4,8,16 (default 1..CPUs)")
+    parser.add_argument("--servers", "--only", dest="only", metavar="LIST",
+                        help="comma-separated servers to run, e.g. pycluster-rr,gunicorn-gevent (or pycluster/rr; "
+                             "'gunicorn' or 'pycluster' alone for every class or policy); default all")
+    parser.add_argument("--endpoints", help=f"comma-separated endpoints measured at every N, of {', '.join(ENDPOINTS)}; "
+                                            "add ':close' for a new connection per request, e.g. /,/work,/:close "
+                                            "(default all three, and / with close at N = CPUs or every N)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10, or 1 with --quick)")
+    parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each run (default 2, 0 with --quick)")
+    parser.add_argument("--connections", type=int, help="wrk connections (default 32)")
+    parser.add_argument("--wrk-threads", type=int, help="wrk threads (default 1)")
+    parser.add_argument("--wrk-cpus", help="run wrk under `taskset -c LIST`, e.g. 12-15, to keep it off the "
+                                           "server's CPUs (start the bench itself under taskset for the server's)")
+    parser.add_argument("--skip", help=f"comma-separated extras to leave out: {', '.join(EXTRAS)} "
+                                       "(e.g. fairness,loss,mixed for throughput scaling only)")
     parser.add_argument("--docs", default=str(REPO / "docs"), help="where BENCHMARKS.md and bench/ go")
+    parser.add_argument("--out", help="write results.json, meta.json, the plots and BENCHMARKS.md all into this "
+                                      "directory instead of --docs (e.g. docs/bench/device)")
     args = parser.parse_args(argv)
     if not app_available():
         print("app/wsgi.py is missing: nothing to benchmark", file=sys.stderr)
@@ -230,22 +310,35 @@ def main(argv=None) -> int:
         print("wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
     cpus = cpu_count()
-    plan = make_plan(args.quick, cpus, [int(w) for w in args.workers.split(",")] if args.workers else None)
+    try:
+        workers = sorted({int(w) for w in args.workers.split(",") if w.strip()}) if args.workers else None
+        if workers is not None and (not workers or workers[0] < 1):
+            raise ValueError("--workers takes positive counts, e.g. 1,2,4,8")
+        plan = customize(make_plan(args.quick, cpus, workers), args.duration, args.warmup, args.connections,
+                         args.endpoints, args.skip, args.wrk_threads, args.wrk_cpus)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if plan.wrk_cpus and not shutil.which("taskset"):
+        print("--wrk-cpus needs taskset (util-linux)", file=sys.stderr)
+        return 2
     pairs, notes = servers_to_run(args.only.split(",") if args.only else None)
     for note in notes:
         print(f"note: {note}", flush=True)
     started = time.monotonic()
     runs = add_derived(run(plan, cpus, pairs, notes))
     meta = {
-        "command": "python -m loadtest.bench" + (" --quick" if plan.quick else ""),
+        "command": ("python -m loadtest.bench " + shlex.join(sys.argv[1:] if argv is None else argv)).strip(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.system()} {platform.release()} {platform.machine()}",
         "cpus": cpus, "python": platform.python_version(), "quick": plan.quick,
-        "tool": "wrk (1 thread) and Locust for the mixed profile", "duration_s": plan.duration_s,
+        "tool": (f"wrk ({plan.wrk_threads} thread{'s' if plan.wrk_threads > 1 else ''}"
+                 + (f", on CPUs {plan.wrk_cpus}" if plan.wrk_cpus else "") + ")"
+                 + ("" if "mixed" in plan.skip else " and Locust for the mixed profile")),
+        "duration_s": plan.duration_s, "warmup_s": plan.warmup_s,
         "connections": plan.connections, "workers": list(plan.workers), "notes": notes,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    paths = report.write(runs, meta, Path(args.docs))
+    paths = report.write(runs, meta, Path(args.docs), out=Path(args.out) if args.out else None)
     print(f"wrote {paths['results']}, {paths['markdown']} and {len(paths['plots'])} plots "
           f"in {meta['elapsed_s']:.0f}s", flush=True)
     for row in report.targets(runs, cpus):

@@ -70,7 +70,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(runs: list[dict], meta: dict, plots: list[str]) -> str:
+def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "bench/") -> str:
     """The whole BENCHMARKS.md text."""
     cpus = meta["cpus"]
     out = [
@@ -146,9 +146,11 @@ def markdown(runs: list[dict], meta: dict, plots: list[str]) -> str:
 
     if plots:
         out += ["", "## Plots", ""]
-        out += [f"![{Path(p).stem}](bench/{Path(p).name})" for p in plots]
+        out += [f"![{Path(p).stem}]({plot_dir}{Path(p).name})" for p in plots]
     out += ["", "## Reproduce", "", "```", "make bench          # full run, results committed here",
             "make bench QUICK=1  # under two minutes, indicative only", "```", ""]
+    if meta.get("command") not in (None, "python -m loadtest.bench", "python -m loadtest.bench --quick"):
+        out[-2:-2] = [f"{meta['command']}  # this report"]
     return "\n".join(out)
 
 
@@ -215,14 +217,15 @@ def plot(runs: list[dict], meta: dict, out_dir: Path) -> list[str]:
     return written
 
 
-def write(runs: list[dict], meta: dict, docs: Path, with_plots: bool = True) -> dict:
-    """Write results.json, meta.json, the plots and BENCHMARKS.md under docs/; their paths."""
-    bench_dir = docs / "bench"
+def write(runs: list[dict], meta: dict, docs: Path, with_plots: bool = True, out: Path | None = None) -> dict:
+    """Write results.json, meta.json, the plots and BENCHMARKS.md under docs/ (docs/bench/ and docs/), or all
+    of them in out/ when given; their paths."""
+    bench_dir = out or docs / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
     results = bench_dir / "results.json"
     results.write_text(json.dumps(runs, indent=1) + "\n")
     (bench_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     plots = plot(runs, meta, bench_dir) if with_plots else []
-    md = docs / "BENCHMARKS.md"
-    md.write_text(markdown(runs, meta, plots))
+    md = (out or docs) / "BENCHMARKS.md"
+    md.write_text(markdown(runs, meta, plots, plot_dir="" if out else "bench/"))
     return {"results": str(results), "markdown": str(md), "plots": plots}

@@ -38,11 +38,15 @@ def parse(output: str) -> dict:
     return result
 
 
-def run(url: str, seconds: float, connections: int, threads: int = 1, close: bool = False) -> dict:
-    """One bounded wrk run against url; parsed figures plus the raw exit code."""
+def run(url: str, seconds: float, connections: int, threads: int = 1, close: bool = False,
+        cpus: str | None = None) -> dict:
+    """One bounded wrk run against url, on the CPUs `cpus` (a taskset list) if given; parsed figures plus
+    the raw exit code."""
     secs = max(1, round(seconds))
     cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(max(connections, threads)),
            "-d", f"{secs}s", "--timeout", "2s"]
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
     if close:
         # wrk reconnects after every response the server closes: one new connection per request.
         cmd += ["-H", "Connection: close"]

@@ -52,6 +52,7 @@ class WorkerRuntime(EventEmitter):
         self._seq = itertools.count(1)
         self._pending: dict[int, gevent.event.AsyncResult] = {}
         self._greenlets: list[gevent.Greenlet] = []
+        self._acks: list[bytes] = []
 
     @classmethod
     def from_environment(cls) -> "WorkerRuntime":
@@ -128,6 +129,13 @@ class WorkerRuntime(EventEmitter):
                 break
             for message, attached in frames:
                 self._dispatch(message, attached)
+            if self._acks:
+                acks, self._acks = b"".join(self._acks), []
+                try:
+                    with self._send_lock:
+                        self.sock.sendall(acks)
+                except OSError:
+                    break
         self._channel_closed()
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
@@ -157,14 +165,15 @@ class WorkerRuntime(EventEmitter):
         # has answered queryServer, which can be before serve() has built its server.
         server = next((s for s in self.servers if s.policy == "rr"), None)
         accepted = bool(fds) and not self.draining
-        if accepted and server is not None:
-            server.accept_fd(fds[0])
-        elif accepted:
-            self.early_fds.append(fds[0])
-        else:
-            for fd in fds:
+        for fd in fds:
+            if not accepted:
                 _close_fd(fd)
-        self.notify("reply", ack=message.get("seq"), accepted=accepted)
+            elif server is not None:
+                server.accept_fd(fd)
+            else:
+                self.early_fds.append(fd)
+        # Acknowledgements wait for the end of this read, to leave in one write.
+        self._acks.append(ipc.encode(ipc.internal("reply", ack=message.get("seq"), accepted=accepted)))
 
     # -- leaving --------------------------------------------------------------------------
     def disconnect(self) -> None:

@@ -1,20 +1,23 @@
-"""`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a free worker.
+"""`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a worker in turn.
 
-A worker is *free* when it has acknowledged every connection handed to it. The primary
-keeps its own copy of a connection until the worker's acknowledgement says "accepted", so
-a worker that is draining (it refuses) or that dies before answering never loses the
-connection: it goes to the next free worker instead.
+Workers take turns; a worker with MAX_IN_FLIGHT unacknowledged connections sits out until
+it acknowledges (Node allows one; a few let a busy primary batch several connections into
+one message and one acknowledgement without giving up the turn order). The primary keeps
+its own copy of every connection until the worker's acknowledgement says "accepted", so a
+worker that is draining (it refuses) or that dies before answering never loses one: it
+goes to the next worker instead.
 """
 from __future__ import annotations
 
 import socket
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 from .. import ipc
 from .base import Handle, Reply
 
-MAX_QUEUED = 128  # connections accepted but not yet handed over; past this the kernel backlog holds them
+MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
+MAX_IN_FLIGHT = 4  # unacknowledged handoffs per worker
 
 
 class RoundRobinHandle(Handle):
@@ -25,7 +28,8 @@ class RoundRobinHandle(Handle):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sock.setblocking(False)
-        self.free: OrderedDict[int, Any] = OrderedDict()
+        self.turns: deque[int] = deque()  # worker ids, next in turn first
+        self.in_flight: dict[int, int] = {}
         self.pending: deque[socket.socket] = deque()
         self.handed = 0
         self.refused = 0
@@ -33,19 +37,21 @@ class RoundRobinHandle(Handle):
         self._closed = False
 
     def add(self, worker: Any, reply: Reply) -> None:
-        """Admit a worker: it is free at once."""
+        """Admit a worker: it takes its turn at once."""
         self.workers[worker.id] = worker
-        self.free[worker.id] = worker
+        self.turns.append(worker.id)
+        self.in_flight[worker.id] = 0
         reply(ok=True, policy=self.policy, port=self.port)
-        self._set_accepting(True)
         self.distribute()
 
     def remove(self, worker: Any) -> bool:
         """Stop handing connections to `worker` (its unanswered handoffs are re-routed)."""
         self.workers.pop(worker.id, None)
-        self.free.pop(worker.id, None)
-        if not self.workers:
-            self._set_accepting(self.persistent and not self._closed and len(self.pending) < MAX_QUEUED)
+        self.in_flight.pop(worker.id, None)
+        if worker.id in self.turns:
+            self.turns.remove(worker.id)
+        if not self.workers and not self.persistent:
+            self._set_accepting(False)
         return not self.workers
 
     def close(self) -> None:
@@ -68,7 +74,6 @@ class RoundRobinHandle(Handle):
     def _on_acceptable(self) -> None:
         for _ in range(64):
             if len(self.pending) >= MAX_QUEUED:
-                self._set_accepting(False)  # backpressure: let the kernel queue the rest
                 break
             try:
                 conn, _ = self.sock.accept()
@@ -79,25 +84,43 @@ class RoundRobinHandle(Handle):
             self.pending.append(conn)
         self.distribute()
 
-    def distribute(self) -> None:
-        """Hand queued connections to free workers, oldest connection first."""
-        while self.pending and self.free:
-            _, worker = self.free.popitem(last=False)
-            self._handoff(worker, self.pending.popleft())
-        if not self._closed and len(self.pending) < MAX_QUEUED and (self.workers or self.persistent):
-            self._set_accepting(True)
+    def _next_turn(self) -> int | None:
+        for _ in range(len(self.turns)):
+            worker_id = self.turns[0]
+            self.turns.rotate(-1)
+            if self.in_flight[worker_id] < MAX_IN_FLIGHT:
+                return worker_id
+        return None
 
-    def _handoff(self, worker: Any, conn: socket.socket) -> None:
+    def distribute(self) -> None:
+        """Hand queued connections out, one per worker per turn, oldest connection first."""
+        batches: dict[int, list[socket.socket]] = {}
+        while self.pending:
+            worker_id = self._next_turn()
+            if worker_id is None:
+                break
+            batches.setdefault(worker_id, []).append(self.pending.popleft())
+            self.in_flight[worker_id] += 1
+        for worker_id, conns in batches.items():
+            self._handoff(self.workers[worker_id], conns)
+        # Backpressure: accept only while the queue has room.
+        self._set_accepting(not self._closed and len(self.pending) < MAX_QUEUED
+                            and bool(self.workers or self.persistent))
+
+    def _handoff(self, worker: Any, conns: list[socket.socket]) -> None:
         def on_reply(reply: dict[str, Any] | None) -> None:
+            if worker.id in self.in_flight:
+                self.in_flight[worker.id] -= len(conns)
             if reply is not None and reply.get("accepted"):
-                self.handed += 1
-                conn.close()  # the worker holds its own copy now
-                if worker.id in self.workers:
-                    self.free[worker.id] = worker
+                self.handed += len(conns)
+                for conn in conns:
+                    conn.close()  # the worker holds its own copies now
             else:
-                # Refused (draining) or the worker is gone: this connection goes to another.
-                self.refused += 1
-                self.pending.appendleft(conn)
+                # Refused (draining) or the worker is gone: these connections go to another.
+                self.refused += len(conns)
+                self.pending.extendleft(reversed(conns))
+                if worker.id in self.turns:
+                    self.turns.remove(worker.id)
             self.distribute()
 
-        worker.request(ipc.internal("newconn"), [conn.fileno()], on_reply)
+        worker.request(ipc.internal("newconn"), [conn.fileno() for conn in conns], on_reply)
