@@ -288,11 +288,13 @@ def main(argv=None) -> int:
     parser.add_argument("--servers", "--only", dest="only", metavar="LIST",
                         help="comma-separated servers to run, e.g. pycluster-rr,gunicorn-gevent (or pycluster/rr; "
                              "'gunicorn' or 'pycluster' alone for every class or policy); default all")
-    parser.add_argument("--endpoints", help=f"comma-separated endpoints measured at every N, of {', '.join(ENDPOINTS)}; "
-                                            "add ':close' for a new connection per request, e.g. /,/work,/:close "
-                                            "(default all three, and / with close at N = CPUs or every N)")
+    parser.add_argument("--endpoints", help=f"comma-separated endpoints measured at every N, of "
+                                            f"{', '.join(ENDPOINTS)}; add ':close' for a new connection per "
+                                            "request, e.g. /,/work,/:close (default all three, and / with close "
+                                            "at N = CPUs or every N)")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10, or 1 with --quick)")
-    parser.add_argument("--warmup", type=float, help="seconds of wrk warm-up before each run (default 2, 0 with --quick)")
+    parser.add_argument("--warmup", type=float,
+                        help="seconds of wrk warm-up before each run (default 2, 0 with --quick)")
     parser.add_argument("--connections", type=int, help="wrk connections (default 32)")
     parser.add_argument("--wrk-threads", type=int, help="wrk threads (default 1)")
     parser.add_argument("--wrk-cpus", help="run wrk under `taskset -c LIST`, e.g. 12-15, to keep it off the "
@@ -303,12 +305,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write results.json, meta.json, the plots and BENCHMARKS.md all into this "
                                       "directory instead of --docs (e.g. docs/bench/device)")
     args = parser.parse_args(argv)
-    if not app_available():
-        print("app/wsgi.py is missing: nothing to benchmark", file=sys.stderr)
-        return 2
-    if not wrk.available():
-        print("wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
-        return 2
     cpus = cpu_count()
     try:
         workers = sorted({int(w) for w in args.workers.split(",") if w.strip()}) if args.workers else None
@@ -318,6 +314,12 @@ def main(argv=None) -> int:
                          args.endpoints, args.skip, args.wrk_threads, args.wrk_cpus)
     except ValueError as exc:
         parser.error(str(exc))
+    if not app_available():
+        print("app/wsgi.py is missing: nothing to benchmark", file=sys.stderr)
+        return 2
+    if not wrk.available():
+        print("wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
     if plan.wrk_cpus and not shutil.which("taskset"):
         print("--wrk-cpus needs taskset (util-linux)", file=sys.stderr)
         return 2
@@ -334,7 +336,7 @@ def main(argv=None) -> int:
         "tool": (f"wrk ({plan.wrk_threads} thread{'s' if plan.wrk_threads > 1 else ''}"
                  + (f", on CPUs {plan.wrk_cpus}" if plan.wrk_cpus else "") + ")"
                  + ("" if "mixed" in plan.skip else " and Locust for the mixed profile")),
-        "duration_s": plan.duration_s, "warmup_s": plan.warmup_s,
+        "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "wrk_cpus": plan.wrk_cpus,
         "connections": plan.connections, "workers": list(plan.workers), "notes": notes,
         "elapsed_s": round(time.monotonic() - started, 1),
     }

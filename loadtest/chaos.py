@@ -37,6 +37,9 @@ class Timing:
     restart_deadline: float = 60.0
 
 
+# The watchdog's timeout in every scenario, for both servers: short enough that worker-hang
+# shows the hung worker replaced within the scenario (both default to 30 s).
+WORKER_TIMEOUT = 5.0
 QUICK = Timing(warm=3.0, kill_for=8.0, hang_for=8.0, outage=4.0, tail=5.0, restart_deadline=30.0)
 
 
@@ -45,9 +48,11 @@ class LocalTarget:
 
     name = "local"
 
-    def __init__(self, server: str, policy: str, workers: int, graceful_timeout: float = 10.0):
+    def __init__(self, server: str, policy: str, workers: int, graceful_timeout: float = 10.0,
+                 worker_timeout: float = WORKER_TIMEOUT):
         self.redis = RedisServer()
-        self.server = Server(server, policy, workers, "", graceful_timeout=graceful_timeout)
+        self.server = Server(server, policy, workers, "", graceful_timeout=graceful_timeout,
+                             worker_timeout=worker_timeout)
         self.workers = workers
         # gunicorn's USR2 re-executes the binary; its rolling reload is HUP.
         self.reload_signal = signal.SIGUSR2 if server == "pycluster" else signal.SIGHUP

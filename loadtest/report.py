@@ -81,8 +81,10 @@ def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "be
         f"({meta['duration_s']} s per throughput run, {meta['connections']} connections). "
         + ("**Quick run: short durations, numbers are indicative only.**" if meta.get("quick") else ""),
         "",
-        "The load generator shares the CPUs with the server, so absolute numbers are lower than on "
-        "separate machines; every server meets the same handicap.",
+        (f"wrk ran pinned to CPUs {meta['wrk_cpus']}; the servers on the {cpus} CPUs the bench was started with."
+         if meta.get("wrk_cpus") else
+         "The load generator shares the CPUs with the server, so absolute numbers are lower than on "
+         "separate machines; every server meets the same handicap."),
     ]
     for note in meta.get("notes", []):
         out += ["", f"> {note}"]

@@ -176,6 +176,7 @@ class Server:
     redis_url: str
     app: str = "app.wsgi:app"
     graceful_timeout: float = 10.0
+    worker_timeout: float = 30.0  # the watchdog: a worker silent this long is replaced
     port: int = 0
     extra_env: dict = field(default_factory=dict)
     proc: subprocess.Popen | None = None
@@ -197,10 +198,12 @@ class Server:
         if self.server == "pycluster":
             return [sys.executable, "-m", "master", self.app, "--workers", str(self.workers),
                     "--bind", bind, "--policy", self.policy,
-                    "--graceful-timeout", str(self.graceful_timeout)]
+                    "--graceful-timeout", str(self.graceful_timeout),
+                    "--worker-timeout", str(self.worker_timeout)]
         if self.server == "gunicorn":
             return [sys.executable, "-m", "gunicorn", "-w", str(self.workers), "-b", bind,
                     *GUNICORN_CLASSES[self.policy], "--graceful-timeout", str(int(self.graceful_timeout)),
+                    "--timeout", str(int(self.worker_timeout)),
                     "--log-level", "warning", self.app]
         raise ValueError(f"unknown server {self.server!r}")
 

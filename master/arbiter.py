@@ -53,6 +53,9 @@ class Arbiter:
         self.primary = primary or Primary()
         self.loop = self.primary.loop
         self.env = dict(env or {})
+        # Heartbeats come several times per timeout, so a healthy worker is never late.
+        interval = min(1.0, config.worker_timeout / 4) if config.worker_timeout else 1.0
+        self.env.setdefault("PYCLUSTER_HEARTBEAT_INTERVAL", f"{max(0.05, interval):.3f}")
         self.target = config.workers
         self.generation = 0
         self.state = "starting"
@@ -405,11 +408,13 @@ class Arbiter:
         for timer in self.spawn_timers.values():
             timer.cancel()
         self.spawn_timers.clear()
+        # Listeners first: the rr handle hands its queue out before the workers hear
+        # "disconnect" on the same channel, so they serve it instead of refusing it.
+        self.primary.close_handles()
         for worker in list(self.primary.workers.values()):
             worker.exited_after_disconnect = True
             if worker.is_connected():
                 worker.disconnect()
-        self.primary.close_handles()
         self.stop_timer = self.loop.call_later(self.cfg.graceful_timeout, self._graceful_deadline)
         if not self.primary.workers:
             self._stopped()

@@ -79,10 +79,23 @@ class ClusterServer(WSGIServer):
             address = ("", 0)
         self.group.spawn(self.handle, sock, address)
 
-    def stop_accepting(self) -> None:
-        """Take no new connections (rr: the runtime refuses handoffs while draining)."""
-        if self.policy != "rr" and self.started:
-            self.close()
+    def stop_taking_connections(self) -> None:
+        """Take no new connections (rr: the runtime refuses handoffs while draining).
+
+        Connections already queued on our listener are accepted and served first: closing
+        the last descriptor of a listening socket resets whatever is still in its queue.
+        """
+        if self.policy == "rr" or not self.started:
+            return
+        listener = self.socket  # gevent keeps the raw, non-blocking socket here
+        self.stop_accepting()  # gevent's: pause the accept loop, keep the listener
+        for _ in range(1024):
+            try:
+                fd, address = listener._accept()
+            except OSError:  # BlockingIOError: the queue is empty
+                break
+            self.group.spawn(self.handle, socket.socket(fileno=fd), address)
+        self.close()
 
     def wait_idle(self, deadline: float | None = None) -> None:
         """Wait until every connection has ended; close keep-alive ones idle too long."""
@@ -154,7 +167,9 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     policy = reply["policy"]
     listener = open_listener(policy, reply, fds, host)
     real_port = int(reply.get("port") or port)
-    environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port)}
+    # wsgi.multiprocess also makes pywsgi accept one connection per wake-up (max_accept 1):
+    # on a shared socket, a worker that grabbed 100 at once would starve the others.
+    environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port), "wsgi.multiprocess": True}
     server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
                            access_log=access_log, environ=environ)
     if listener is not None:

@@ -202,7 +202,7 @@ class WorkerRuntime(EventEmitter):
             _close_fd(fd)
         self.early_fds = []
         for server in self.servers:
-            server.stop_accepting()
+            server.stop_taking_connections()
         for server in self.servers:
             server.wait_idle(deadline)
         self._close_channel()

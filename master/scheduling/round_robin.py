@@ -55,12 +55,32 @@ class RoundRobinHandle(Handle):
         return not self.workers
 
     def close(self) -> None:
-        """Stop accepting and close the queued connections and the listener."""
+        """Close the listener without dropping what is queued.
+
+        Connections the kernel already queued are accepted, and every queued connection is
+        handed out now, past the in-flight cap: a worker told to disconnect afterwards
+        receives them before that message (one ordered channel) and serves them.
+        """
+        if self._closed:
+            return
         self._closed = True
         self._set_accepting(False)
-        while self.pending:
-            self.pending.popleft().close()
+        for _ in range(4096):
+            try:
+                self.pending.append(self.sock.accept()[0])
+            except OSError:  # BlockingIOError: nothing more queued
+                break
         super().close()
+        batches: dict[int, list[socket.socket]] = {}
+        while self.pending and self.turns:
+            worker_id = self.turns[0]
+            self.turns.rotate(-1)
+            batches.setdefault(worker_id, []).append(self.pending.popleft())
+        for worker_id, conns in batches.items():
+            self.in_flight[worker_id] += len(conns)
+            self._handoff(self.workers[worker_id], conns)
+        while self.pending:  # no worker left to take them
+            self.pending.popleft().close()
 
     def _set_accepting(self, wanted: bool) -> None:
         if wanted == self._accepting or (wanted and self._closed):
@@ -94,6 +114,10 @@ class RoundRobinHandle(Handle):
 
     def distribute(self) -> None:
         """Hand queued connections out, one per worker per turn, oldest connection first."""
+        if self._closed and not self.turns:
+            while self.pending:
+                self.pending.popleft().close()
+            return
         batches: dict[int, list[socket.socket]] = {}
         while self.pending:
             worker_id = self._next_turn()
@@ -115,6 +139,9 @@ class RoundRobinHandle(Handle):
                 self.handed += len(conns)
                 for conn in conns:
                     conn.close()  # the worker holds its own copies now
+            elif self._closed and not self.turns:
+                for conn in conns:  # refused after close, and nobody left to take them
+                    conn.close()
             else:
                 # Refused (draining) or the worker is gone: these connections go to another.
                 self.refused += len(conns)

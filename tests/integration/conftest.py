@@ -137,3 +137,20 @@ def app_processes(tmp_path):
         yield helper
     finally:
         helper.stop()
+
+
+@pytest.fixture
+def master(tmp_path):
+    """Start `python -m master` (tests/support.Master) on a free port; killed with its workers after."""
+    from support import Master
+
+    started = []
+
+    def start(*args, app="apps.hello:app", workers=2, env=None, ready=True):
+        m = Master(tmp_path, app, workers, *args, env=env).start()
+        started.append(m)
+        return m.wait_ready(workers) if ready else m
+
+    yield start
+    for m in started:
+        m.kill_all()

@@ -10,20 +10,6 @@ import pytest
 from support import PYTHON, ROOT, Master, alive, cpu_seconds, get, wait_for, worker_pid
 
 
-@pytest.fixture
-def master(tmp_path):
-    started = []
-
-    def start(*args, app="apps.hello:app", workers=2, env=None, ready=True):
-        m = Master(tmp_path, app, workers, *args, env=env).start()
-        started.append(m)
-        if ready:
-            m.wait_ready(workers)
-        return m
-
-    yield start
-    for m in started:
-        m.kill_all()
 
 
 def test_n_distinct_pids_serve(master):

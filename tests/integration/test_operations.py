@@ -21,18 +21,6 @@ def app(environ, start_response):
 '''
 
 
-@pytest.fixture
-def master(tmp_path):
-    started = []
-
-    def start(*args, app="apps.hello:app", workers=2, env=None, ready=True):
-        m = Master(tmp_path, app, workers, *args, env=env).start()
-        started.append(m)
-        return m.wait_ready(workers) if ready else m
-
-    yield start
-    for m in started:
-        m.kill_all()
 
 
 class Load:

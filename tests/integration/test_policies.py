@@ -13,18 +13,6 @@ from master.scheduling.round_robin import MAX_IN_FLIGHT
 from support import ROOT, Master, as_nobody, events, get, run_program, wait_for, worker_pid
 
 
-@pytest.fixture
-def master(tmp_path):
-    started = []
-
-    def start(*args, workers=2, env=None):
-        m = Master(tmp_path, "apps.hello:app", workers, *args, env=env).start()
-        started.append(m)
-        return m.wait_ready(workers)
-
-    yield start
-    for m in started:
-        m.kill_all()
 
 
 @pytest.mark.parametrize("policy", ["rr", "shared", "reuseport"])

@@ -1,0 +1,95 @@
+"""The bench's options for a narrowed-down scaling run: workers, servers, endpoints, durations, wrk, output."""
+
+import json
+import subprocess
+
+import pytest
+
+from loadtest import bench, report, wrk
+
+
+def plan(**overrides):
+    return bench.customize(bench.make_plan(False, 16, [1, 2, 4, 8, 16]), **overrides)
+
+
+def test_default_plan_is_unchanged():
+    p = bench.make_plan(False, 2, None)
+    assert p.workers == (1, 2) and p.duration_s == 10 and p.endpoints is None and not p.skip
+    assert bench.throughput_runs(p, 1) == [("/", False), ("/work", False), ("/count", False), ("/", True)]
+    quick = bench.make_plan(True, 2, None)
+    assert bench.throughput_runs(quick, 1) == [("/", False), ("/work", False), ("/count", False)]
+    assert bench.throughput_runs(quick, 2)[-1] == ("/", True)
+
+
+def test_endpoints_are_parsed_and_measured_at_every_n():
+    p = plan(endpoints="/, /work,/:close,/work")
+    assert p.endpoints == (("/", False), ("/work", False), ("/", True))
+    assert bench.throughput_runs(p, 1) == bench.throughput_runs(p, 16) == list(p.endpoints)
+    for bad in ("/nope", "/work:open", " , "):
+        with pytest.raises(ValueError):
+            plan(endpoints=bad)
+
+
+def test_overrides_and_skip():
+    p = plan(duration_s=5, warmup_s=1, connections=64, skip="fairness,loss,mixed", wrk_threads=4, wrk_cpus="12-15")
+    assert (p.duration_s, p.warmup_s, p.connections, p.wrk_threads, p.wrk_cpus) == (5, 1, 64, 4, "12-15")
+    assert p.skip == {"fairness", "loss", "mixed"}
+    assert plan() == bench.make_plan(False, 16, [1, 2, 4, 8, 16])
+    with pytest.raises(ValueError):
+        plan(skip="fairness,speed")
+    with pytest.raises(ValueError):
+        plan(duration_s=0.5)
+
+
+def test_steps_follow_endpoints_and_skip():
+    pairs = [("pycluster", "rr"), ("gunicorn", "sync")]
+    p = plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed")
+    assert bench.count_steps(pairs, p, 16) == 2 * 5 * 2
+    default = bench.make_plan(False, 2, None)
+    # ceiling + per pair and N: 3 endpoints + close; at N=2: fairness modes + loss (rr, sync) + mixed
+    fair = len(bench.fairness.MODES) + 1
+    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2
+
+
+def test_servers_accept_dashes_slashes_and_families():
+    all_pairs, _ = bench.servers_to_run(None)
+    pairs, _ = bench.servers_to_run(["pycluster-rr", "gunicorn/sync"])
+    assert set(pairs) == {p for p in all_pairs if p in {("pycluster", "rr"), ("gunicorn", "sync")}}
+    pairs, _ = bench.servers_to_run(["gunicorn"])
+    assert {p[1] for p in pairs} == {"sync", "gthread", "gevent"}
+
+
+def test_bad_options_exit_with_usage(capsys):
+    for argv in (["--workers", "0,2"], ["--endpoints", "/x"], ["--skip", "everything"], ["--workers", "a"]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv)
+        assert exc.value.code == 2
+
+
+def test_wrk_runs_under_taskset_when_cpus_given(monkeypatch):
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="Requests/sec:   10.0\n", stderr="")
+
+    monkeypatch.setattr(wrk.subprocess, "run", fake_run)
+    wrk.run("http://127.0.0.1:1/", 1, 8, threads=4, cpus="12-15")
+    wrk.run("http://127.0.0.1:1/", 1, 8)
+    assert seen[0][:4] == ["taskset", "-c", "12-15", "wrk"] and seen[0][seen[0].index("-t") + 1] == "4"
+    assert seen[1][0] == "wrk"
+
+
+def test_report_out_dir_holds_everything(tmp_path):
+    runs = [{"kind": "throughput", "server": "pycluster", "policy": "rr", "workers": 1, "endpoint": "/work",
+             "conn": "keepalive", "rps": 90.0, "p50_ms": 10.0, "p99_ms": 20.0, "errors_total": 0}]
+    meta = {"command": "python -m loadtest.bench --out x", "date": "d", "machine": "m", "cpus": 12, "python": "3",
+            "tool": "wrk (4 threads, on CPUs 12-15)", "duration_s": 5, "connections": 64, "wrk_cpus": "12-15"}
+    out = tmp_path / "device"
+    paths = report.write(runs, meta, tmp_path / "docs", out=out)
+    assert paths["results"] == str(out / "results.json") and paths["markdown"] == str(out / "BENCHMARKS.md")
+    assert json.loads((out / "results.json").read_text())[0]["rps"] == 90.0
+    assert not (tmp_path / "docs").exists()
+    md = (out / "BENCHMARKS.md").read_text()
+    assert "](throughput_work.png)" in md and "](bench/" not in md
+    assert "pinned to CPUs 12-15" in md and "python -m loadtest.bench --out x  # this report" in md
