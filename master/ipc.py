@@ -203,6 +203,8 @@ class Channel:
                 return
             for message, attached in frames:
                 self._on_message(message, attached)
+            if len(data) < READ_SIZE:
+                return  # drained; the selector is level-triggered and says when more comes
 
     def close(self) -> None:
         """Close the channel once; the other side sees EOF at once."""

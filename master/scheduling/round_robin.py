@@ -9,7 +9,7 @@ goes to the next worker instead.
 """
 from __future__ import annotations
 
-import socket
+import os
 from collections import deque
 from typing import Any
 
@@ -30,7 +30,8 @@ class RoundRobinHandle(Handle):
         self.sock.setblocking(False)
         self.turns: deque[int] = deque()  # worker ids, next in turn first
         self.in_flight: dict[int, int] = {}
-        self.pending: deque[socket.socket] = deque()
+        # Raw descriptors, not socket objects: the primary only passes them on and closes them.
+        self.pending: deque[int] = deque()
         self.handed = 0
         self.refused = 0
         self._accepting = False
@@ -67,11 +68,11 @@ class RoundRobinHandle(Handle):
         self._set_accepting(False)
         for _ in range(4096):
             try:
-                self.pending.append(self.sock.accept()[0])
+                self.pending.append(self.sock._accept()[0])
             except OSError:  # BlockingIOError: nothing more queued
                 break
         super().close()
-        batches: dict[int, list[socket.socket]] = {}
+        batches: dict[int, list[int]] = {}
         while self.pending and self.turns:
             worker_id = self.turns[0]
             self.turns.rotate(-1)
@@ -80,7 +81,7 @@ class RoundRobinHandle(Handle):
             self.in_flight[worker_id] += len(conns)
             self._handoff(self.workers[worker_id], conns)
         while self.pending:  # no worker left to take them
-            self.pending.popleft().close()
+            os.close(self.pending.popleft())
 
     def _set_accepting(self, wanted: bool) -> None:
         if wanted == self._accepting or (wanted and self._closed):
@@ -96,12 +97,10 @@ class RoundRobinHandle(Handle):
             if len(self.pending) >= MAX_QUEUED:
                 break
             try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                break
+                fd, _ = self.sock._accept()  # the raw accept: no socket object to build and drop
             except OSError:
-                break  # e.g. EMFILE or ECONNABORTED: try again on the next readiness
-            self.pending.append(conn)
+                break  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
+            self.pending.append(fd)
         self.distribute()
 
     def _next_turn(self) -> int | None:
@@ -116,9 +115,9 @@ class RoundRobinHandle(Handle):
         """Hand queued connections out, one per worker per turn, oldest connection first."""
         if self._closed and not self.turns:
             while self.pending:
-                self.pending.popleft().close()
+                os.close(self.pending.popleft())
             return
-        batches: dict[int, list[socket.socket]] = {}
+        batches: dict[int, list[int]] = {}
         while self.pending:
             worker_id = self._next_turn()
             if worker_id is None:
@@ -131,17 +130,17 @@ class RoundRobinHandle(Handle):
         self._set_accepting(not self._closed and len(self.pending) < MAX_QUEUED
                             and bool(self.workers or self.persistent))
 
-    def _handoff(self, worker: Any, conns: list[socket.socket]) -> None:
+    def _handoff(self, worker: Any, conns: list[int]) -> None:
         def on_reply(reply: dict[str, Any] | None) -> None:
             if worker.id in self.in_flight:
                 self.in_flight[worker.id] -= len(conns)
             if reply is not None and reply.get("accepted"):
                 self.handed += len(conns)
                 for conn in conns:
-                    conn.close()  # the worker holds its own copies now
+                    os.close(conn)  # the worker holds its own copies now
             elif self._closed and not self.turns:
                 for conn in conns:  # refused after close, and nobody left to take them
-                    conn.close()
+                    os.close(conn)
             else:
                 # Refused (draining) or the worker is gone: these connections go to another.
                 self.refused += len(conns)
@@ -150,4 +149,4 @@ class RoundRobinHandle(Handle):
                     self.turns.remove(worker.id)
             self.distribute()
 
-        worker.request(ipc.internal("newconn"), [conn.fileno() for conn in conns], on_reply)
+        worker.request(ipc.internal("newconn"), conns, on_reply)
