@@ -12,19 +12,15 @@ import time
 
 from loadtest.servers import REPO, wait_http
 
-# Runs inside the app container: the master is the process started as `-m master`, its children
-# are the workers. Python is the one tool the image is sure to have.
+# Runs inside the app container. Workers are the `python -m master.child` processes; matching
+# "-m master" instead would also match the init (docker-init -- python -m master ...) and the
+# master itself. Python is the one tool the image is sure to have.
 _LIST_WORKERS = r"""
 import os
 def cmd(p):
     try: return open(f"/proc/{p}/cmdline","rb").read().split(b"\0")
     except OSError: return []
-masters = [p for p in os.listdir("/proc") if p.isdigit() and b"master" in cmd(p) and b"-m" in cmd(p)]
-kids = []
-for m in masters:
-    for t in os.listdir(f"/proc/{m}/task"):
-        kids += open(f"/proc/{m}/task/{t}/children").read().split()
-print(" ".join(kids))
+print(" ".join(p for p in os.listdir("/proc") if p.isdigit() and b"master.child" in cmd(p)))
 """
 
 
