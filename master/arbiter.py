@@ -295,20 +295,22 @@ class Arbiter:
             # A successor died before it was ready: keep the old worker serving.
             predecessor.replaced_by = None
             reason = getattr(worker, "replace_reason", "replace")
-            log.error("New worker %s exited (%s) before listening: %s stopped, worker %s keeps serving",
-                      worker.pid, how, "rolling restart" if reason == "reload" else reason, predecessor.pid)
+            why = f"new worker {worker.pid} exited ({how}) before listening" + (
+                f": {worker.boot_error}" if getattr(worker, "boot_error", None) else "")
+            log.error("%s; %s stopped, worker %s keeps serving", why[0].upper() + why[1:],
+                      "rolling restart" if reason == "reload" else reason, predecessor.pid)
             if reason == "reload":
-                self._reload_failed(f"new worker {worker.pid} exited ({how}) before listening")
+                self._reload_failed(why)
             return
         if code == EXIT_APP_LOAD_ERROR:
+            reason = getattr(worker, "boot_error", None) or f"cannot load app {self.cfg.app_module!r}"
             if not self.ever_listening:
-                log.error("Worker %s cannot load app %r (see the line above): halting", worker.pid,
-                          self.cfg.app_module)
+                log.error("%s: halting", reason)
                 self.exit_code = EXIT_APP_LOAD
                 self.stop_now()
             else:
-                log.error("Worker %s cannot load app %r: not respawning slot %d (fix the app, then reload)",
-                          worker.pid, self.cfg.app_module, worker.slot)
+                log.error("Worker %s %s: not respawning slot %d (fix the app, then reload)",
+                          worker.pid, reason, worker.slot)
             return
         if code == EXIT_LISTEN_ERROR:
             log.error("Worker %s cannot listen: halting", worker.pid)

@@ -50,13 +50,19 @@ def load_app(spec: str):
     except Exception as exc:  # noqa: BLE001 - any failure to import the app is the same verdict
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" ({where.filename}:{where.lineno})" if where else ""
-        print(f"[worker {os.environ.get('PYCLUSTER_WORKER_ID')}] cannot load app {spec!r}: "
-              f"{type(exc).__name__}: {exc}{at}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_APP_LOAD_ERROR) from None
+        boot_failed(f"cannot load app {spec!r}: {type(exc).__name__}: {exc}{at}")
     if not callable(app):
-        print(f"[worker] cannot load app {spec!r}: {attribute} is not callable", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_APP_LOAD_ERROR)
+        boot_failed(f"cannot load app {spec!r}: {attribute} is not callable")
     return app
+
+
+def boot_failed(reason: str) -> None:
+    """Tell the primary why this worker cannot start (it logs one line), then exit 4."""
+    from master import cluster
+
+    if cluster.worker is None or not cluster.worker.notify("bootError", error=reason):
+        print(f"[worker {os.environ.get('PYCLUSTER_WORKER_ID')}] {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_APP_LOAD_ERROR)
 
 
 def run_app(spec: str, bind: str) -> int:

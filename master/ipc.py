@@ -16,7 +16,8 @@ bytes, so they always arrive no later than the frame that names them.
 The internal acts, documented once (handlers live in primary.py and worker_runtime.py):
     worker -> primary: online, queryServer (request: address, port -> ok/policy/error),
                        listening (address, port), heartbeat (stats), exiting (the worker
-                       decided to leave: exited_after_disconnect), reply (ack of newconn)
+                       decided to leave: exited_after_disconnect), bootError (why it cannot
+                       load the app, just before exit 4), reply (ack of newconn)
     primary -> worker: disconnect (drain and exit), newconn (request, 1 fd: a connection
                        handed over by the round-robin policy), reply (ack of queryServer),
                        dump (log every thread's stack)
@@ -178,6 +179,10 @@ class Channel:
             self._loop.add_writer(self.sock.fileno(), self._flush)
         else:
             self._loop.remove_writer(self.sock.fileno())
+
+    def drain(self) -> None:
+        """Read and dispatch whatever has already arrived (e.g. before reaping the sender)."""
+        self._on_readable()
 
     def _on_readable(self) -> None:
         for _ in range(64):  # bounded, so one chatty worker cannot starve the loop

@@ -213,6 +213,9 @@ class Primary(EventEmitter):
         worker.stats = {k: v for k, v in message.items() if k not in ("cmd", "act")}
         self.emit("heartbeat", worker)
 
+    def _on_boot_error(self, worker: Worker, message: dict[str, Any]) -> None:
+        worker.boot_error = str(message.get("error", ""))
+
     def _on_exiting(self, worker: Worker, _message: dict[str, Any]) -> None:
         worker.exited_after_disconnect = True
         self._remove_from_handles(worker)
@@ -223,6 +226,7 @@ class Primary(EventEmitter):
         "listening": _on_listening,
         "heartbeat": _on_heartbeat,
         "exiting": _on_exiting,
+        "bootError": _on_boot_error,
     }
 
     # -- worker lifecycle ------------------------------------------------------------------
@@ -247,6 +251,7 @@ class Primary(EventEmitter):
 
     def _worker_exited(self, worker: Worker, returncode: int) -> None:
         if worker.is_connected():
+            worker.channel.drain()  # what it said before dying still counts
             worker.channel.close()  # disconnect is always emitted before exit (Node's order)
         code, signame = exit_status(returncode)
         worker.exit_code, worker.signal_code = code, signame

@@ -56,8 +56,10 @@ def test_unimportable_app_halts_with_status_and_message(master):
     m = master(app="apps.broken:app", workers=2, ready=False)
     assert m.wait_exit(15) == 4
     log = m.log()
-    assert "cannot load app 'apps.broken:app': ModuleNotFoundError" in log
-    assert "halting" in log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, log  # one line says why, however many workers failed
+    assert "cannot load app 'apps.broken:app': ModuleNotFoundError" in errors[0] and "halting" in errors[0]
+    assert "[worker" not in log
     assert "Traceback" not in log
     assert log.count("died") == 0  # no respawn loop
 

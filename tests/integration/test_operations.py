@@ -91,6 +91,7 @@ def test_broken_new_version_keeps_the_old_workers(master, tmp_path):
         wait_for(lambda: "rolling restart stopped" in m.log(), timeout=20, what="the failed restart")
         time.sleep(0.5)  # keep the load running a little after the failure
     assert load.failures == []
+    assert "cannot load app 'reloadable:app': NameError" in m.log()  # the reason, in one line
     assert set(m.workers()) == old and load.bodies == {"v1"}
     status = m.status()["master"]
     assert status["reload"]["state"] == "failed" and "before listening" in status["reload"]["error"]
