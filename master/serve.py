@@ -56,6 +56,7 @@ class ClusterServer(WSGIServer):
                  access_log: bool = False, **kwargs: Any) -> None:
         self.runtime = runtime
         self.policy = policy
+        self.family = socket.AF_INET  # rr: the primary's listener family, from its queryServer reply
         self.access_log = access_log
         self.connections: set[TrackedHandler] = set()
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
@@ -70,14 +71,19 @@ class ClusterServer(WSGIServer):
             pass  # not TCP (or already closed): nothing to tune
         super().handle(sock, address)
 
-    def accept_fd(self, fd: int) -> None:
-        """Serve a connection the primary accepted and handed over (rr)."""
-        sock = socket.socket(fileno=fd)
-        try:
-            address = sock.getpeername()
-        except OSError:
-            address = ("", 0)
-        self.group.spawn(self.handle, sock, address)
+    def accept_fd(self, fd: int, peer: tuple | None = None) -> None:
+        """Serve a connection the primary accepted and handed over (rr).
+
+        Family and type are given, and the peer comes from the primary's accept, so a
+        handed-over connection costs no getsockopt/getpeername system calls here.
+        """
+        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
+        if peer is None:
+            try:
+                peer = sock.getpeername()
+            except OSError:
+                peer = ("", 0)
+        self.group.spawn(self.handle, sock, peer)
 
     def stop_taking_connections(self) -> None:
         """Take no new connections (rr: the runtime refuses handoffs while draining).
@@ -172,6 +178,7 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port), "wsgi.multiprocess": True}
     server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
                            access_log=access_log, environ=environ)
+    server.family = int(reply.get("family") or socket.AF_INET)
     if listener is not None:
         server.start()
     runtime.add_server(server)

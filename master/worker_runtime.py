@@ -42,7 +42,7 @@ class WorkerRuntime(EventEmitter):
         self.requests = 0
         self.in_flight = 0
         self.servers: list[Any] = []
-        self.early_fds: list[int] = []  # rr handoffs that arrived before the server existed
+        self.early_fds: list[tuple[int, Any]] = []  # rr handoffs that arrived before the server existed
         self.draining = False
         self.connected = True
         self.exited_after_disconnect = False
@@ -165,13 +165,15 @@ class WorkerRuntime(EventEmitter):
         # has answered queryServer, which can be before serve() has built its server.
         server = next((s for s in self.servers if s.policy == "rr"), None)
         accepted = bool(fds) and not self.draining
-        for fd in fds:
+        peers = message.get("peers") or []
+        for i, fd in enumerate(fds):
+            peer = tuple(peers[i]) if i < len(peers) else None
             if not accepted:
                 _close_fd(fd)
             elif server is not None:
-                server.accept_fd(fd)
+                server.accept_fd(fd, peer)
             else:
-                self.early_fds.append(fd)
+                self.early_fds.append((fd, peer))
         # Acknowledgements wait for the end of this read, to leave in one write.
         self._acks.append(ipc.encode(ipc.internal("reply", ack=message.get("seq"), accepted=accepted)))
 
@@ -194,11 +196,11 @@ class WorkerRuntime(EventEmitter):
         self.servers.append(server)
         if server.policy == "rr":
             early, self.early_fds = self.early_fds, []
-            for fd in early:
-                server.accept_fd(fd)
+            for fd, peer in early:
+                server.accept_fd(fd, peer)
 
     def _drain(self, deadline: float | None) -> None:
-        for fd in self.early_fds:  # never served: closing tells those clients at once
+        for fd, _ in self.early_fds:  # never served: closing tells those clients at once
             _close_fd(fd)
         self.early_fds = []
         for server in self.servers:

@@ -30,8 +30,9 @@ class RoundRobinHandle(Handle):
         self.sock.setblocking(False)
         self.turns: deque[int] = deque()  # worker ids, next in turn first
         self.in_flight: dict[int, int] = {}
-        # Raw descriptors, not socket objects: the primary only passes them on and closes them.
-        self.pending: deque[int] = deque()
+        # (descriptor, peer address): raw, not socket objects, since the primary only passes
+        # them on and closes them; the address travels along so workers need no getpeername.
+        self.pending: deque[tuple[int, Any]] = deque()
         self.handed = 0
         self.refused = 0
         self._accepting = False
@@ -42,7 +43,7 @@ class RoundRobinHandle(Handle):
         self.workers[worker.id] = worker
         self.turns.append(worker.id)
         self.in_flight[worker.id] = 0
-        reply(ok=True, policy=self.policy, port=self.port)
+        reply(ok=True, policy=self.policy, port=self.port, family=int(self.sock.family))
         self.distribute()
 
     def remove(self, worker: Any) -> bool:
@@ -68,11 +69,11 @@ class RoundRobinHandle(Handle):
         self._set_accepting(False)
         for _ in range(4096):
             try:
-                self.pending.append(self.sock._accept()[0])
+                self.pending.append(self.sock._accept())
             except OSError:  # BlockingIOError: nothing more queued
                 break
         super().close()
-        batches: dict[int, list[int]] = {}
+        batches: dict[int, list[tuple[int, Any]]] = {}
         while self.pending and self.turns:
             worker_id = self.turns[0]
             self.turns.rotate(-1)
@@ -81,7 +82,7 @@ class RoundRobinHandle(Handle):
             self.in_flight[worker_id] += len(conns)
             self._handoff(self.workers[worker_id], conns)
         while self.pending:  # no worker left to take them
-            os.close(self.pending.popleft())
+            os.close(self.pending.popleft()[0])
 
     def _set_accepting(self, wanted: bool) -> None:
         if wanted == self._accepting or (wanted and self._closed):
@@ -97,10 +98,9 @@ class RoundRobinHandle(Handle):
             if len(self.pending) >= MAX_QUEUED:
                 break
             try:
-                fd, _ = self.sock._accept()  # the raw accept: no socket object to build and drop
+                self.pending.append(self.sock._accept())  # raw: no socket object to build and drop
             except OSError:
                 break  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
-            self.pending.append(fd)
         self.distribute()
 
     def _next_turn(self) -> int | None:
@@ -115,9 +115,9 @@ class RoundRobinHandle(Handle):
         """Hand queued connections out, one per worker per turn, oldest connection first."""
         if self._closed and not self.turns:
             while self.pending:
-                os.close(self.pending.popleft())
+                os.close(self.pending.popleft()[0])
             return
-        batches: dict[int, list[int]] = {}
+        batches: dict[int, list[tuple[int, Any]]] = {}
         while self.pending:
             worker_id = self._next_turn()
             if worker_id is None:
@@ -130,17 +130,17 @@ class RoundRobinHandle(Handle):
         self._set_accepting(not self._closed and len(self.pending) < MAX_QUEUED
                             and bool(self.workers or self.persistent))
 
-    def _handoff(self, worker: Any, conns: list[int]) -> None:
+    def _handoff(self, worker: Any, conns: list[tuple[int, Any]]) -> None:
         def on_reply(reply: dict[str, Any] | None) -> None:
             if worker.id in self.in_flight:
                 self.in_flight[worker.id] -= len(conns)
             if reply is not None and reply.get("accepted"):
                 self.handed += len(conns)
-                for conn in conns:
-                    os.close(conn)  # the worker holds its own copies now
+                for fd, _ in conns:
+                    os.close(fd)  # the worker holds its own copies now
             elif self._closed and not self.turns:
-                for conn in conns:  # refused after close, and nobody left to take them
-                    os.close(conn)
+                for fd, _ in conns:  # refused after close, and nobody left to take them
+                    os.close(fd)
             else:
                 # Refused (draining) or the worker is gone: these connections go to another.
                 self.refused += len(conns)
@@ -149,4 +149,5 @@ class RoundRobinHandle(Handle):
                     self.turns.remove(worker.id)
             self.distribute()
 
-        worker.request(ipc.internal("newconn"), conns, on_reply)
+        worker.request(ipc.internal("newconn", peers=[peer for _, peer in conns]), [fd for fd, _ in conns],
+                       on_reply)

@@ -1,6 +1,7 @@
 """Scheduling policies: rr, shared, reuseport — real masters, real connections."""
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -23,6 +24,19 @@ def test_several_workers_serve(master, policy):
     assert set(pids) <= set(m.workers())
     assert len(pids) >= (3 if policy != "shared" else 2), pids  # shared: the kernel decides
     assert f"(policy {policy})" in m.log()
+
+
+@pytest.mark.parametrize("policy", ["rr", "shared", "reuseport"])
+def test_the_app_sees_the_real_client_address(master, policy):
+    m = master("--policy", policy, workers=2)
+    for _ in range(4):  # rr passes the address along with the connection: check both workers
+        with socket.create_connection(("127.0.0.1", m.port)) as client:
+            client.sendall(b"GET /peer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := client.recv(4096):
+                response += chunk
+            host, port = client.getsockname()
+        assert response.endswith(f"{host}:{port}".encode()), response
 
 
 def test_rr_spreads_sequential_new_connections_evenly(master):
