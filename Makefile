@@ -28,9 +28,10 @@ clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
 
 # The benchmark (docs/BENCHMARKS.md, docs/bench/) and the chaos scenarios (docs/chaos/).
-# QUICK=1 for a short run; SCENARIO=name for one scenario; COMPOSE=1 against the compose stack.
+# QUICK=1 for a short run, written to var/bench-quick/ so the committed full report stays;
+# SCENARIO=name for one scenario; COMPOSE=1 against the compose stack.
 bench: install
-	$(PY) -m loadtest.bench $(if $(QUICK),--quick)
+	$(PY) -m loadtest.bench $(if $(QUICK),--quick --out var/bench-quick)
 
 chaos: install
 	$(PY) -m loadtest.chaos $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(COMPOSE),--compose)
