@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_format)
 
-    from .arbiter import EXIT_NO_REDIS, Arbiter
+    from .arbiter import Arbiter
+    from .exitcodes import MASTER_NO_REDIS as EXIT_NO_REDIS
     from .control import ControlServer
     from .metrics import MetricsServer
 

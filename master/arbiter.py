@@ -17,7 +17,7 @@ from typing import Any, Callable
 from .backoff import Backoff
 from .config import Config
 from .exitcodes import (MASTER_APP_LOAD_ERROR as EXIT_APP_LOAD, MASTER_CANNOT_LISTEN as EXIT_CANNOT_LISTEN,
-                        MASTER_NO_REDIS as EXIT_NO_REDIS, MASTER_OK as EXIT_OK,
+                        MASTER_OK as EXIT_OK,
                         WORKER_APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, WORKER_LISTEN_ERROR as EXIT_LISTEN_ERROR)
 from .primary import Primary
 from .scheduling import ListenError
@@ -73,7 +73,7 @@ class Arbiter:
         self.handle: Any = None
         self.stop_timer: Any = None
         self.stop_count = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._startups: list[Callable[[], None]] = []
 
     # -- start --------------------------------------------------------------------------
     def run(self) -> int:
@@ -94,7 +94,7 @@ class Arbiter:
         self.primary.on("heartbeat", self._on_heartbeat)
         for signum, (name, kwargs) in SIGNAL_COMMANDS.items():
             self.loop.add_signal_handler(signum, lambda _s, n=name, k=kwargs: self.command(n, **k))
-        for start in self._listeners:
+        for start in self._startups:
             start()
         log.info("Forking %d workers...", self.target)
         self.state = "running"
@@ -109,7 +109,7 @@ class Arbiter:
 
     def add_startup(self, start: Callable[[], None]) -> None:
         """Run `start()` once the listener is open (control socket, metrics)."""
-        self._listeners.append(start)
+        self._startups.append(start)
 
     def _finished(self) -> bool:
         return self.state == "stopped"

@@ -18,9 +18,9 @@ The internal acts, documented once (handlers live in primary.py and worker_runti
                        listening (address, port), heartbeat (stats), exiting (the worker
                        decided to leave: exited_after_disconnect), bootError (why it cannot
                        load the app, just before exit 4), reply (ack of newconn)
-    primary -> worker: disconnect (drain and exit), newconn (request, 1 fd: a connection
-                       handed over by the round-robin policy), reply (ack of queryServer),
-                       dump (log every thread's stack)
+    primary -> worker: disconnect (drain and exit), newconn (request, with fds and peers:
+                       connections handed over by the round-robin policy), reply (ack of
+                       queryServer)
 """
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ or a stopped process) and keeps going while requests merely wait on I/O, however
 """
 from __future__ import annotations
 
-import faulthandler
 import itertools
 import os
 import socket
@@ -154,8 +153,6 @@ class WorkerRuntime(EventEmitter):
             self._on_newconn(message, fds)
         elif act == "disconnect":
             self.begin_drain()
-        elif act == "dump":
-            faulthandler.dump_traceback(all_threads=True)
         else:
             for fd in fds:
                 _close_fd(fd)

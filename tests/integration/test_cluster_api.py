@@ -1,8 +1,6 @@
 """The `master.cluster` API with real processes and sockets (after Node's test-cluster-*.js)."""
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from support import PYTHON, ROOT, alive, children, free_port, get, wait_for
+from support import PYTHON, ROOT, children, free_port, get, wait_for
 
 
 class Example:

@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import ROOT, Master, alive, as_nobody, free_port, get, wait_for, worker_pid
+from support import ROOT, alive, as_nobody, free_port, get, wait_for
 
 APP_V1 = '''
 import os

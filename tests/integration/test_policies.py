@@ -2,7 +2,6 @@
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
