@@ -17,10 +17,11 @@ The internal acts, documented once (handlers live in primary.py and worker_runti
     worker -> primary: online, queryServer (request: address, port -> ok/policy/error),
                        listening (address, port), heartbeat (stats), exiting (the worker
                        decided to leave: exited_after_disconnect), bootError (why it cannot
-                       load the app, just before exit 4), reply (ack of newconn)
-    primary -> worker: disconnect (drain and exit), newconn (request, with fds and peers:
-                       connections handed over by the round-robin policy), reply (ack of
-                       queryServer)
+                       load the app, just before exit 4)
+    primary -> worker: disconnect (drain and exit), reply (ack of queryServer; with the
+                       listening socket for shared, the handoff lane for rr)
+Connections themselves never travel here: rr hands them over on each worker's own lane
+(master/handoff.py), so this channel stays free for control and user messages.
 """
 from __future__ import annotations
 

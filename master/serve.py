@@ -7,6 +7,8 @@ clients move to another worker at a request boundary instead of being cut mid-re
 """
 from __future__ import annotations
 
+import _socket
+import os
 import socket
 import time
 from typing import Any, Callable
@@ -15,6 +17,7 @@ import gevent
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from . import handoff
 from .scheduling.base import ListenError, bind_socket
 
 IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
@@ -47,6 +50,43 @@ class TrackedHandler(WSGIHandler):
             super().log_request()
 
 
+def _shut_down(sock: Any) -> None:
+    if sock.fileno() >= 0:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more
+
+
+class _ShutDownOnClose(getattr(socket.socket, "_gevent_sock_class", _socket.socket)):  # type: ignore[misc]
+    """The OS-level socket under a HandedOverSocket: shut down before the descriptor closes.
+
+    pywsgi ends a connection by closing this inner socket directly, so the shutdown has to
+    live here (gevent builds it from its socket class's `_gevent_sock_class`).
+    """
+
+    def close(self) -> None:
+        """Shut the connection down, then close the descriptor."""
+        _shut_down(self)
+        super().close()
+
+
+class HandedOverSocket(socket.socket):
+    """A connection the primary handed over (rr).
+
+    The primary keeps a copy of the latest few (master/handoff.py), so closing our
+    descriptor alone would not end the connection: it is shut down first, and the client
+    sees the end at once.
+    """
+
+    _gevent_sock_class = _ShutDownOnClose
+
+    def close(self) -> None:
+        """Shut the connection down, then close the descriptor."""
+        _shut_down(self)
+        super().close()
+
+
 class ClusterServer(WSGIServer):
     """WSGIServer that can be fed connections by the primary (rr) and drained gracefully."""
 
@@ -59,6 +99,7 @@ class ClusterServer(WSGIServer):
         self.family = socket.AF_INET  # rr: the primary's listener family, from its queryServer reply
         self.access_log = access_log
         self.connections: set[TrackedHandler] = set()
+        self.lane: Any = None  # rr: the handoff lane the primary writes connections into
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,
                          log=None if not access_log else "default", **kwargs)
@@ -77,7 +118,7 @@ class ClusterServer(WSGIServer):
         Family and type are given, and the peer comes from the primary's accept, so a
         handed-over connection costs no getsockopt/getpeername system calls here.
         """
-        sock = socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
+        sock = HandedOverSocket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
         if peer is None:
             try:
                 peer = sock.getpeername()
@@ -85,8 +126,65 @@ class ClusterServer(WSGIServer):
                 peer = ("", 0)
         self.group.spawn(self.handle, sock, peer)
 
+    def take_lane(self, fd: int) -> None:
+        """rr: serve what the primary writes into our handoff lane (master/handoff.py)."""
+        # The C-level socket class: a non-blocking read that never parks this greenlet, so
+        # a drain can read the lane dry from another greenlet without contention.
+        self.lane = _socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
+        self.lane.setblocking(False)
+        gevent.spawn(self._read_lane)
+
+    def _read_lane(self) -> None:
+        hub = gevent.get_hub()
+        watcher = hub.loop.io(self.lane.fileno(), 1)  # one watcher for the lane's life, not one per wait
+        try:
+            while self.lane is not None:
+                hub.wait(watcher)
+                if not self.take_handed_over():
+                    return
+        finally:
+            watcher.close()
+
+    def take_handed_over(self) -> bool:
+        """Serve every connection queued in the lane now; draining, send them back instead.
+
+        The runtime calls this just before it starts draining, so whatever the primary
+        handed over before telling us to disconnect is served here. False at end of file.
+        """
+        while self.lane is not None:
+            try:
+                conns = handoff.receive(self.lane)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            if conns is None:
+                return False
+            if not isinstance(conns, list):
+                if conns == handoff.PING:  # the primary waits to hear that we caught up
+                    try:
+                        self.lane.send(handoff.PONG)
+                    except OSError:
+                        pass
+                continue
+            if self.runtime.draining:
+                self._send_back(conns)
+            else:
+                for fd, peer in conns:
+                    self.accept_fd(fd, peer)
+        return False
+
+    def _send_back(self, conns: list[handoff.Conn]) -> None:
+        # The primary gives them to another worker (it counts them as refused).
+        try:
+            handoff.send(self.lane, conns)
+        except OSError:
+            pass  # the primary is gone: nobody is left to serve them
+        for fd, _ in conns:
+            _close_fd(fd)
+
     def stop_taking_connections(self) -> None:
-        """Take no new connections (rr: the runtime refuses handoffs while draining).
+        """Take no new connections (rr: the lane sends handoffs back while draining).
 
         Connections already queued on our listener are accepted and served first: closing
         the last descriptor of a listening socket resets whatever is still in its queue.
@@ -114,6 +212,13 @@ class ClusterServer(WSGIServer):
                     _close_idle(handler)
             gevent.sleep(POLL)
         self.group.kill(block=False)
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _close_idle(handler: TrackedHandler) -> None:
@@ -181,6 +286,10 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     server.family = int(reply.get("family") or socket.AF_INET)
     if listener is not None:
         server.start()
+    elif policy == "rr":
+        if not fds:
+            raise ListenError(0, "the primary sent no handoff lane")
+        server.take_lane(fds[0])
     runtime.add_server(server)
     runtime.notify("listening", address=host, port=real_port)
     runtime.wait()

@@ -41,7 +41,6 @@ class WorkerRuntime(EventEmitter):
         self.requests = 0
         self.in_flight = 0
         self.servers: list[Any] = []
-        self.early_fds: list[tuple[int, Any]] = []  # rr handoffs that arrived before the server existed
         self.draining = False
         self.connected = True
         self.exited_after_disconnect = False
@@ -51,7 +50,6 @@ class WorkerRuntime(EventEmitter):
         self._seq = itertools.count(1)
         self._pending: dict[int, gevent.event.AsyncResult] = {}
         self._greenlets: list[gevent.Greenlet] = []
-        self._acks: list[bytes] = []
 
     @classmethod
     def from_environment(cls) -> "WorkerRuntime":
@@ -128,13 +126,6 @@ class WorkerRuntime(EventEmitter):
                 break
             for message, attached in frames:
                 self._dispatch(message, attached)
-            if self._acks:
-                acks, self._acks = b"".join(self._acks), []
-                try:
-                    with self._send_lock:
-                        self.sock.sendall(acks)
-                except OSError:
-                    break
         self._channel_closed()
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
@@ -149,30 +140,11 @@ class WorkerRuntime(EventEmitter):
             else:
                 for fd in fds:
                     _close_fd(fd)
-        elif act == "newconn":
-            self._on_newconn(message, fds)
         elif act == "disconnect":
             self.begin_drain()
         else:
             for fd in fds:
                 _close_fd(fd)
-
-    def _on_newconn(self, message: dict[str, Any], fds: list[int]) -> None:
-        # Only a draining worker refuses: the primary hands connections out as soon as it
-        # has answered queryServer, which can be before serve() has built its server.
-        server = next((s for s in self.servers if s.policy == "rr"), None)
-        accepted = bool(fds) and not self.draining
-        peers = message.get("peers") or []
-        for i, fd in enumerate(fds):
-            peer = tuple(peers[i]) if i < len(peers) else None
-            if not accepted:
-                _close_fd(fd)
-            elif server is not None:
-                server.accept_fd(fd, peer)
-            else:
-                self.early_fds.append((fd, peer))
-        # Acknowledgements wait for the end of this read, to leave in one write.
-        self._acks.append(ipc.encode(ipc.internal("reply", ack=message.get("seq"), accepted=accepted)))
 
     # -- leaving --------------------------------------------------------------------------
     def disconnect(self) -> None:
@@ -185,21 +157,17 @@ class WorkerRuntime(EventEmitter):
         """Stop accepting, let open requests finish, then close the channel."""
         if self.draining:
             return
+        for server in self.servers:
+            if getattr(server, "lane", None) is not None:
+                server.take_handed_over()  # rr: handed over before this moment, so ours to serve
         self.draining = True
         gevent.spawn(self._drain, deadline)
 
     def add_server(self, server: Any) -> None:
-        """Register a server; an rr server takes the handoffs that arrived before it."""
+        """Register a server (drains stop it; rr servers read their lane dry first)."""
         self.servers.append(server)
-        if server.policy == "rr":
-            early, self.early_fds = self.early_fds, []
-            for fd, peer in early:
-                server.accept_fd(fd, peer)
 
     def _drain(self, deadline: float | None) -> None:
-        for fd, _ in self.early_fds:  # never served: closing tells those clients at once
-            _close_fd(fd)
-        self.early_fds = []
         for server in self.servers:
             server.stop_taking_connections()
         for server in self.servers:

@@ -1,11 +1,11 @@
 """`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a worker in turn.
 
-Workers take turns; a worker with MAX_IN_FLIGHT unacknowledged connections sits out until
-it acknowledges (Node allows one; a few let a busy primary batch several connections into
-one message and one acknowledgement without giving up the turn order). The primary keeps
-its own copy of every connection until the worker's acknowledgement says "accepted", so a
-worker that is draining (it refuses) or that dies before answering never loses one: it
-goes to the next worker instead.
+Connections travel down each worker's handoff lane (master/handoff.py). Workers take
+turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out until it
+catches up (Node allows one unacknowledged handle; a few let a busy primary put several
+connections in one record without giving up the turn order). Nothing handed over is ever
+lost to a worker that drains or dies: a draining worker sends unserved connections back,
+and what a dead worker never read is read back from its lane; both go to the next worker.
 """
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ import os
 from collections import deque
 from typing import Any
 
-from .. import ipc
+from .. import handoff
 from .base import Handle, Reply
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
-MAX_IN_FLIGHT = 4  # unacknowledged handoffs per worker
+MAX_IN_FLIGHT = 4  # connections a worker may leave unread before it sits out
+HELD = 8  # copies kept of each worker's latest connections, to rescue what a dying worker took
 
 
 class RoundRobinHandle(Handle):
-    """Accepts in the primary, distributes to workers in turn, re-routes refusals."""
+    """Accepts in the primary, distributes to workers in turn, re-routes what comes back."""
 
     policy = "rr"
 
@@ -29,27 +30,33 @@ class RoundRobinHandle(Handle):
         super().__init__(*args, **kwargs)
         self.sock.setblocking(False)
         self.turns: deque[int] = deque()  # worker ids, next in turn first
-        self.in_flight: dict[int, int] = {}
+        self.lanes: dict[int, handoff.Lane] = {}  # kept until the worker exits, even once removed
+        self.held: dict[int, deque[handoff.Conn]] = {}  # our copies of its latest HELD connections
         # (descriptor, peer address): raw, not socket objects, since the primary only passes
         # them on and closes them; the address travels along so workers need no getpeername.
-        self.pending: deque[tuple[int, Any]] = deque()
+        self.pending: deque[handoff.Conn] = deque()
         self.handed = 0
-        self.refused = 0
+        self.refused = 0  # sent back by a draining worker
+        self.recovered = 0  # read back from a dead worker's lane, or taken by it and untouched
         self._accepting = False
         self._closed = False
 
     def add(self, worker: Any, reply: Reply) -> None:
-        """Admit a worker: it takes its turn at once."""
+        """Admit a worker: give it a lane (in the reply) and its turn at once."""
+        lane = handoff.Lane()
+        self.lanes[worker.id] = lane
+        self.held[worker.id] = deque()
         self.workers[worker.id] = worker
         self.turns.append(worker.id)
-        self.in_flight[worker.id] = 0
-        reply(ok=True, policy=self.policy, port=self.port, family=int(self.sock.family))
+        self.loop.add_reader(lane.ours.fileno(), lambda: self._on_lane_readable(worker.id, lane))
+        worker.once("exit", lambda *_: self._worker_exited(worker.id))
+        reply(fds=[lane.theirs.fileno()], ok=True, policy=self.policy, port=self.port,
+              family=int(self.sock.family))
         self.distribute()
 
     def remove(self, worker: Any) -> bool:
-        """Stop handing connections to `worker` (its unanswered handoffs are re-routed)."""
+        """Stop handing connections to `worker` (its lane stays until it exits)."""
         self.workers.pop(worker.id, None)
-        self.in_flight.pop(worker.id, None)
         if worker.id in self.turns:
             self.turns.remove(worker.id)
         if not self.workers and not self.persistent:
@@ -60,30 +67,18 @@ class RoundRobinHandle(Handle):
         """Close the listener without dropping what is queued.
 
         Connections the kernel already queued are accepted, and every queued connection is
-        handed out now, past the in-flight cap: a worker told to disconnect afterwards
-        receives them before that message (one ordered channel) and serves them.
+        handed out now, past the in-flight cap: a worker told to disconnect afterwards reads
+        its lane dry before it starts draining, so it serves them.
         """
         if self._closed:
             return
         self._closed = True
         self._set_accepting(False)
-        for _ in range(4096):
-            try:
-                self.pending.append(self.sock._accept())
-            except OSError:  # BlockingIOError: nothing more queued
-                break
+        self._accept_queued(4096)
         super().close()
-        batches: dict[int, list[tuple[int, Any]]] = {}
-        while self.pending and self.turns:
-            worker_id = self.turns[0]
-            self.turns.rotate(-1)
-            batches.setdefault(worker_id, []).append(self.pending.popleft())
-        for worker_id, conns in batches.items():
-            self.in_flight[worker_id] += len(conns)
-            self._handoff(self.workers[worker_id], conns)
-        while self.pending:  # no worker left to take them
-            os.close(self.pending.popleft()[0])
+        self.distribute()
 
+    # -- accepting --------------------------------------------------------------------------
     def _set_accepting(self, wanted: bool) -> None:
         if wanted == self._accepting or (wanted and self._closed):
             return
@@ -93,61 +88,134 @@ class RoundRobinHandle(Handle):
         else:
             self.loop.remove_reader(self.sock.fileno())
 
-    def _on_acceptable(self) -> None:
-        for _ in range(64):
-            if len(self.pending) >= MAX_QUEUED:
-                break
+    def _accept_queued(self, limit: int) -> None:
+        accept, pending = self.sock._accept, self.pending  # raw: no socket object to build and drop
+        for _ in range(limit):
             try:
-                self.pending.append(self.sock._accept())  # raw: no socket object to build and drop
+                pending.append(accept())
             except OSError:
-                break  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
+                return  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
+
+    def _on_acceptable(self) -> None:
+        self._accept_queued(MAX_QUEUED - len(self.pending))
         self.distribute()
 
-    def _next_turn(self) -> int | None:
-        for _ in range(len(self.turns)):
-            worker_id = self.turns[0]
-            self.turns.rotate(-1)
-            if self.in_flight[worker_id] < MAX_IN_FLIGHT:
-                return worker_id
-        return None
+    # -- handing over -----------------------------------------------------------------------
+    def _has_room(self, worker_id: int, share: int) -> bool:
+        lane = self.lanes[worker_id]
+        if lane.unread + share < MAX_IN_FLIGHT:
+            return True
+        # `unread` only grows between refreshes, so one system call settles a doubt; a
+        # worker we have pinged is known to be behind until its PONG says otherwise.
+        return not lane.pinged and lane.refresh() + share < MAX_IN_FLIGHT
 
     def distribute(self) -> None:
         """Hand queued connections out, one per worker per turn, oldest connection first."""
-        if self._closed and not self.turns:
-            while self.pending:
-                os.close(self.pending.popleft()[0])
+        if self._closed:
+            self._hand_out_everything()
             return
-        batches: dict[int, list[tuple[int, Any]]] = {}
-        while self.pending:
-            worker_id = self._next_turn()
-            if worker_id is None:
-                break
-            batches.setdefault(worker_id, []).append(self.pending.popleft())
-            self.in_flight[worker_id] += 1
-        for worker_id, conns in batches.items():
-            self._handoff(self.workers[worker_id], conns)
+        pending, turns = self.pending, list(self.turns)
+        shares: list[list[handoff.Conn]] = [[] for _ in turns]
+        full = [False] * len(turns)
+        i = given = 0
+        while pending and not all(full):
+            if not full[i]:
+                if self._has_room(turns[i], len(shares[i])):
+                    shares[i].append(pending.popleft())
+                    given = i + 1
+                else:
+                    full[i] = True
+            i = (i + 1) % len(turns)
+        if given:
+            self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served
+        for worker_id, conns in zip(turns, shares):
+            if conns and not self._send(worker_id, conns):
+                pending.extendleft(reversed(conns))
+        if pending:
+            # Every worker is behind: each says when it has caught up (a PONG wakes us).
+            for worker_id in self.turns:
+                self.lanes[worker_id].ping()
         # Backpressure: accept only while the queue has room.
-        self._set_accepting(not self._closed and len(self.pending) < MAX_QUEUED
-                            and bool(self.workers or self.persistent))
+        self._set_accepting(len(pending) < MAX_QUEUED and bool(self.workers or self.persistent))
 
-    def _handoff(self, worker: Any, conns: list[tuple[int, Any]]) -> None:
-        def on_reply(reply: dict[str, Any] | None) -> None:
-            if worker.id in self.in_flight:
-                self.in_flight[worker.id] -= len(conns)
-            if reply is not None and reply.get("accepted"):
-                self.handed += len(conns)
-                for fd, _ in conns:
-                    os.close(fd)  # the worker holds its own copies now
-            elif self._closed and not self.turns:
-                for fd, _ in conns:  # refused after close, and nobody left to take them
+    def _hand_out_everything(self) -> None:
+        """Closed: the workers are about to drain, so each takes its share now, cap or not."""
+        candidates = list(self.turns)
+        while self.pending and candidates:
+            shares: dict[int, list[handoff.Conn]] = {worker_id: [] for worker_id in candidates}
+            for i in range(len(self.pending)):
+                shares[candidates[i % len(candidates)]].append(self.pending.popleft())
+            for worker_id, conns in shares.items():
+                for start in range(0, len(conns), handoff.MAX_PER_RECORD):
+                    if not self._send(worker_id, conns[start:start + handoff.MAX_PER_RECORD]):
+                        self.pending.extend(conns[start:])  # its queue is full: try the others
+                        candidates.remove(worker_id)
+                        break
+        while self.pending:  # nobody left who could serve them
+            os.close(self.pending.popleft()[0])
+
+    def _send(self, worker_id: int, conns: list[handoff.Conn]) -> bool:
+        """Write one record to the worker's lane; False (nothing sent) when its queue is full."""
+        lane = self.lanes[worker_id]
+        try:
+            lane.send(conns)
+        except OSError:  # full (or unusable): the caller keeps them, the worker sits out
+            lane.unread = max(lane.unread, MAX_IN_FLIGHT)
+            return False
+        self.handed += len(conns)
+        held = self.held[worker_id]
+        held.extend(conns)
+        while len(held) > HELD:
+            os.close(held.popleft()[0])  # old enough to have been read: the worker has its own copy
+        return True
+
+    # -- coming back ------------------------------------------------------------------------
+    def _on_lane_readable(self, worker_id: int, lane: handoff.Lane) -> None:
+        conns, pong = lane.returned()
+        if conns:
+            self._take_back(worker_id, conns)
+        elif pong:
+            self.distribute()  # it caught up: its turn can come again
+
+    def _take_back(self, worker_id: int, conns: list[handoff.Conn]) -> None:
+        """A draining worker sent these back: they go to the next worker."""
+        self._release_held(worker_id, {peer for _, peer in conns})
+        self.refused += len(conns)
+        if worker_id in self.turns:
+            self.turns.remove(worker_id)  # it is draining, whether or not we were told yet
+        self.pending.extendleft(reversed(conns))
+        self.distribute()
+
+    def _worker_exited(self, worker_id: int) -> None:
+        """Re-route what the dead worker never read or never touched; release its lane."""
+        lane = self.lanes.pop(worker_id, None)
+        if lane is None:
+            return
+        self.loop.remove_reader(lane.ours.fileno())
+        returned, unclaimed = lane.returned()[0], lane.unclaimed()
+        lane.close()
+        # Our copies of what it read: the ones above are the same connections (same peer).
+        rescued = self._release_held(worker_id, {peer for _, peer in returned + unclaimed}, keep_untouched=True)
+        self.refused += len(returned)
+        self.recovered += len(unclaimed) + len(rescued)
+        self.pending.extendleft(reversed(returned + rescued + unclaimed))
+        self.distribute()
+
+    def _release_held(self, worker_id: int, peers: set[Any], keep_untouched: bool = False) -> list[handoff.Conn]:
+        """Close our copies of `peers` (or, once it is dead, all: returning those never touched)."""
+        held = self.held.get(worker_id)
+        if held is None:
+            return []
+        untouched: list[handoff.Conn] = []
+        for conn in list(held):
+            fd, peer = conn
+            if peer in peers or keep_untouched:
+                held.remove(conn)
+                if keep_untouched and peer is not None and peer not in peers and handoff.untouched(fd):
+                    untouched.append(conn)
+                else:
                     os.close(fd)
-            else:
-                # Refused (draining) or the worker is gone: these connections go to another.
-                self.refused += len(conns)
-                self.pending.extendleft(reversed(conns))
-                if worker.id in self.turns:
-                    self.turns.remove(worker.id)
-            self.distribute()
+        if keep_untouched:
+            del self.held[worker_id]
+        return untouched
 
-        worker.request(ipc.internal("newconn", peers=[peer for _, peer in conns]), [fd for fd, _ in conns],
-                       on_reply)

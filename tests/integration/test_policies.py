@@ -29,7 +29,9 @@ def test_several_workers_serve(master, policy):
 def test_the_app_sees_the_real_client_address(master, policy):
     m = master("--policy", policy, workers=2)
     for _ in range(4):  # rr passes the address along with the connection: check both workers
-        with socket.create_connection(("127.0.0.1", m.port)) as client:
+        # Read to the end: under rr the primary still holds a copy, so this also checks
+        # that the worker's close reaches the client (a timeout here means it did not).
+        with socket.create_connection(("127.0.0.1", m.port), timeout=5) as client:
             client.sendall(b"GET /peer HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             response = b""
             while chunk := client.recv(4096):
@@ -68,6 +70,41 @@ def test_rr_reroutes_a_connection_whose_worker_dies_before_taking_it(master):
     assert len(results) == 8  # every accepted connection was served
     assert victim not in {pid for pid, _ in results}
     assert max(seconds for _, seconds in results) >= 0.5  # one waited for the re-route
+
+
+def _open_sockets(pid):
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def test_rr_rescues_connections_a_killed_worker_took_but_never_touched(master):
+    m = master("--policy", "rr", workers=2)
+    victim, survivor = m.workers()
+    before = {pid: _open_sockets(pid) for pid in (victim, survivor)}
+    # Connected but silent clients: each worker takes its share and waits for a request line.
+    clients = [socket.create_connection(("127.0.0.1", m.port), timeout=10) for _ in range(8)]
+    try:
+        wait_for(lambda: _open_sockets(victim) - before[victim] >= 4 and _open_sockets(survivor) - before[survivor] >= 4,
+                 timeout=10, what="both workers holding their connections")
+        os.kill(victim, signal.SIGKILL)  # it read nothing from them and wrote nothing to them
+        m.wait_ready(2)
+        pids = []
+        for client in clients:
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            response = b""
+            while chunk := client.recv(4096):
+                response += chunk
+            assert response.startswith(b"HTTP/1.1 200"), response
+            pids.append(int(response.split(b"X-Worker-Pid: ")[1].split(b"\r\n")[0]))
+        assert victim not in pids and len(pids) == 8  # its four were served by another worker
+    finally:
+        for client in clients:
+            client.close()
 
 
 def test_rr_refused_handoff_goes_to_another_worker():

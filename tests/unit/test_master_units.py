@@ -25,12 +25,12 @@ def test_backoff_doubles_from_the_second_crash_up_to_the_cap_and_resets():
 
 def test_frames_split_across_reads_keep_their_order_and_descriptors():
     decoder = ipc.FrameDecoder()
-    first = ipc.encode(ipc.internal("newconn", seq=1, fds=2))
+    first = ipc.encode(ipc.internal("reply", ack=1, fds=2))
     second = ipc.encode(ipc.user_envelope({"hello": "world\nwith a newline"}))
     data = first + second
     assert decoder.feed(data[:5], [10, 11]) == []
     frames = decoder.feed(data[5:])
-    assert frames[0] == ({"cmd": "CLUSTER", "act": "newconn", "seq": 1, "fds": 2}, [10, 11])
+    assert frames[0] == ({"cmd": "CLUSTER", "act": "reply", "ack": 1, "fds": 2}, [10, 11])
     assert frames[1] == ({"cmd": "USER", "data": {"hello": "world\nwith a newline"}}, [])
 
 
@@ -54,11 +54,11 @@ def test_descriptors_survive_a_real_socketpair():
     left, right = socket.socketpair()
     reader, writer = os.pipe()
     try:
-        left.sendmsg([ipc.encode(ipc.internal("newconn", fds=1))], ipc.scm_rights([reader]))
+        left.sendmsg([ipc.encode(ipc.internal("reply", ack=1, fds=1))], ipc.scm_rights([reader]))
         data, ancdata, _, _ = right.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
         [(message, fds)] = ipc.FrameDecoder().feed(data, ipc.fds_from_ancdata(ancdata))
         os.write(writer, b"x")
-        assert message["act"] == "newconn" and os.read(fds[0], 1) == b"x"
+        assert message["act"] == "reply" and os.read(fds[0], 1) == b"x"
         os.close(fds[0])
     finally:
         for fd in (reader, writer):

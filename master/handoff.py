@@ -1,0 +1,180 @@
+"""The handoff lane: how the rr policy passes accepted connections to one worker.
+
+Each worker of an rr listener gets its own lane, a SOCK_SEQPACKET socketpair. The primary
+writes records into one end; the worker reads the other end, which the primary passes to
+it in the queryServer reply and also keeps. A record is one fixed-width line per
+connection, "host port", space-padded to LINE bytes with a newline, and the connections'
+descriptors as SCM_RIGHTS in the same order. Fixed width makes FIONREAD / LINE the exact
+number of connections the worker has not read yet.
+
+Why a lane of its own rather than the IPC channel, and no acknowledgements:
+- The primary keeps the worker's end open, so whatever the worker has not read yet stays
+  in the kernel's queue even after the worker dies; the primary reads it back then and
+  hands those connections to another worker. A handed-over connection therefore needs no
+  copy kept in the primary and no "accepted" reply: the primary closes its descriptor as
+  soon as the record is written.
+- "How many connections has this worker not read yet?" is one FIONREAD on that same end,
+  so flow control needs no acknowledgements either. Per connection the primary does
+  accept, one share of a sendmsg, and close; nothing comes back.
+- Only when every worker is behind does the primary need to hear when one catches up: it
+  then sends a PING record, and the worker answers PONG once it has read up to it.
+- A draining worker sends records it will not serve back up its lane (the primary's end
+  is readable only then), and the primary gives them to another worker.
+- A worker that dies may also have read connections it never got to: the primary keeps
+  its copies of the last few it handed over (the worker shuts each connection down when
+  it is done, so a copy never holds a client up), and at the worker's death gives every
+  one that untouched() says nobody read from or wrote to to another worker.
+"""
+from __future__ import annotations
+
+import array
+import fcntl
+import socket
+import struct
+import termios
+from typing import Any
+
+MAX_PER_RECORD = 64  # connections per record; a reader's ancillary buffer must hold this many
+LINE = 64  # bytes per connection: an IPv6 address is at most 45 characters, a port 5
+_ANCILLARY = socket.CMSG_SPACE(MAX_PER_RECORD * array.array("i").itemsize)
+_RECORD_BYTES = MAX_PER_RECORD * LINE
+_INT = b"\0\0\0\0"
+
+PING, PONG = b"?", b"!"  # records without descriptors; a connection's record is never this short
+
+Conn = tuple[int, Any]  # (descriptor, peer address)
+
+
+def encode(conns: list[Conn]) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """One record: the peers as text, the descriptors as SCM_RIGHTS."""
+    width = LINE - 1
+    lines = "".join((f"{peer[0]} {peer[1]}" if peer else "- 0").ljust(width)[:width] + "\n"
+                    for _, peer in conns)
+    fds = array.array("i", [fd for fd, _ in conns]).tobytes()
+    return lines.encode("ascii"), [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+
+
+def decode(data: bytes, ancdata: list[tuple[int, int, bytes]]) -> list[Conn]:
+    """The (descriptor, peer) pairs of one record; a missing peer is None."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % array.array("i").itemsize
+            fds.extend(array.array("i", payload[:usable]))
+    peers: list[Any] = []
+    for line in data.decode("ascii", "replace").splitlines():
+        host, _, port = line.rstrip().rpartition(" ")
+        peers.append((host, int(port)) if host not in ("", "-") and port.isdigit() else None)
+    return [(fd, peers[i] if i < len(peers) else None) for i, fd in enumerate(fds)]
+
+
+def send(sock: Any, conns: list[Conn]) -> None:
+    """Write one record (raises BlockingIOError when the reader's queue is full)."""
+    data, ancdata = encode(conns)
+    sock.sendmsg([data], ancdata)
+
+
+def receive(sock: Any) -> list[Conn] | bytes | None:
+    """Read one record: its connections, PING or PONG; None at end of file.
+
+    Raises BlockingIOError when nothing is queued.
+    """
+    data, ancdata, _flags, _addr = sock.recvmsg(_RECORD_BYTES, _ANCILLARY)
+    if not ancdata:
+        if not data:
+            return None
+        if data in (PING, PONG):
+            return data
+    return decode(data, ancdata)
+
+
+def receive_all(sock: Any) -> tuple[list[Conn], bool]:
+    """Every connection queued on `sock` right now (non-blocking), and whether a PONG was."""
+    conns: list[Conn] = []
+    pong = False
+    while True:
+        try:
+            record = receive(sock)
+        except OSError:  # BlockingIOError: drained; anything else: nothing more to read
+            return conns, pong
+        if record is None:
+            return conns, pong
+        if isinstance(record, list):
+            conns.extend(record)
+        else:
+            pong = pong or record == PONG
+
+
+def untouched(fd: int) -> bool:
+    """Whether nobody has read from or written to this TCP connection yet.
+
+    The kernel's own counters say so: every byte the client sent is still queued
+    (FIONREAD equals tcpi_bytes_received) and no data segment has gone out
+    (tcpi_data_segs_out). Such a connection can go to another worker as it is. Anything
+    else, or a kernel too old to say, counts as touched.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        queued = unread_bytes(fd)
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+    if len(info) < 160:
+        return False
+    received, = struct.unpack_from("Q", info, 128)  # tcpi_bytes_received
+    data_segs_out, = struct.unpack_from("I", info, 156)  # tcpi_data_segs_out
+    return data_segs_out == 0 and queued == received
+
+
+def unread_bytes(fd: int) -> int:
+    """FIONREAD: bytes queued on this end and not yet read."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, _INT))[0]
+
+
+class Lane:
+    """The primary's two ends of one worker's lane."""
+
+    def __init__(self) -> None:
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.setblocking(False)
+        self.theirs.setblocking(False)
+        self.unread = 0  # connections the worker has not read: exact after refresh(), else at most
+        self.pinged = False  # a PING is on its way and no PONG has come back yet
+
+    def refresh(self) -> int:
+        """Ask the kernel how many connections the worker has not read yet."""
+        self.unread = unread_bytes(self.theirs.fileno()) // LINE
+        return self.unread
+
+    def send(self, conns: list[Conn]) -> None:
+        """Hand `conns` over; BlockingIOError (queue full) leaves them with the caller."""
+        send(self.ours, conns)
+        self.unread += len(conns)
+
+    def ping(self) -> None:
+        """Ask the worker to say when it has read everything sent so far (once at a time)."""
+        if not self.pinged:
+            try:
+                self.ours.send(PING)
+                self.pinged = True
+            except OSError:
+                pass  # queue full: the next distribute asks again
+
+    def returned(self) -> tuple[list[Conn], bool]:
+        """Connections a draining worker sent back, and whether it answered our PING."""
+        conns, pong = receive_all(self.ours)
+        if pong:
+            self.pinged = False
+            self.unread = 0  # nothing is sent to a pinged lane, so it has read everything
+        return conns, pong
+
+    def unclaimed(self) -> list[Conn]:
+        """What the worker never read. Only once it is dead: before that it may be reading."""
+        return receive_all(self.theirs)[0]
+
+    def close(self) -> None:
+        """Close both ends (the caller has taken every connection out first)."""
+        self.ours.close()
+        self.theirs.close()

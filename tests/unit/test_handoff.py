@@ -1,0 +1,108 @@
+"""The rr handoff lane on real sockets: records, the unread count, PING/PONG, and recovery."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from master import handoff
+
+
+@pytest.fixture
+def tcp_pair():
+    """A listener and a connected client; yields (listener, client)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = socket.create_connection(listener.getsockname())
+    yield listener, client
+    client.close()
+    listener.close()
+
+
+def test_records_carry_descriptors_and_peers_in_order():
+    readers = []
+    conns = []
+    for peer in (("127.0.0.1", 50001), ("2001:db8::ffff:1", 65535), None):
+        r, w = os.pipe()
+        readers.append((r, w))
+        conns.append((r, peer))
+    data, ancdata = handoff.encode(conns)
+    assert len(data) == 3 * handoff.LINE  # fixed width: FIONREAD / LINE counts connections
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        left.sendmsg([data], ancdata)
+        received = handoff.receive(right)
+        assert [peer for _, peer in received] == [("127.0.0.1", 50001), ("2001:db8::ffff:1", 65535), None]
+        for (fd, _), (_, w) in zip(received, readers):
+            os.write(w, b"x")
+            assert os.read(fd, 1) == b"x"  # a working duplicate of the pipe's read end
+            os.close(fd)
+    finally:
+        for r, w in readers:
+            os.close(r)
+            os.close(w)
+        left.close()
+        right.close()
+
+
+def test_the_unread_count_is_exact_and_ping_is_answered_in_order(tcp_pair):
+    listener, client = tcp_pair
+    lane = handoff.Lane()
+    try:
+        accepted = [listener._accept() for _ in range(1)]
+        lane.send(accepted)
+        lane.send([(os.dup(accepted[0][0]), ("127.0.0.1", 1)), (os.dup(accepted[0][0]), ("127.0.0.1", 2))])
+        assert lane.unread == 3 and lane.refresh() == 3
+        lane.ping()
+        assert lane.refresh() == 3  # a PING is not a connection
+        worker_end = lane.theirs
+        first = handoff.receive(worker_end)
+        assert len(first) == 1 and lane.refresh() == 2
+        second = handoff.receive(worker_end)
+        assert len(second) == 2 and lane.refresh() == 0
+        assert handoff.receive(worker_end) == handoff.PING
+        worker_end.send(handoff.PONG)
+        assert lane.returned() == ([], True) and not lane.pinged
+        for fd, _ in accepted + first + second:
+            os.close(fd)
+    finally:
+        lane.close()
+
+
+def test_what_a_dead_worker_never_read_is_read_back_and_still_works(tcp_pair):
+    listener, client = tcp_pair
+    lane = handoff.Lane()
+    try:
+        fd, peer = listener._accept()
+        lane.send([(fd, peer)])
+        os.close(fd)  # the primary keeps no copy: the lane's record is the only one
+        worker = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                                  pass_fds=(lane.theirs.fileno(),))
+        assert worker.wait(10) == -signal.SIGKILL
+        [(recovered, recovered_peer)] = lane.unclaimed()
+        assert recovered_peer == client.getsockname()
+        os.write(recovered, b"still connected")
+        assert client.recv(64) == b"still connected"
+        os.close(recovered)
+    finally:
+        lane.close()
+
+
+def test_a_draining_worker_sends_connections_back(tcp_pair):
+    listener, _client = tcp_pair
+    lane = handoff.Lane()
+    try:
+        conn = listener._accept()
+        lane.send([conn])
+        os.close(conn[0])
+        [taken] = handoff.receive(lane.theirs)
+        handoff.send(lane.theirs, [taken])  # what serve.py does while draining
+        os.close(taken[0])
+        returned, pong = lane.returned()
+        assert len(returned) == 1 and returned[0][1] == conn[1] and not pong
+        os.close(returned[0][0])
+    finally:
+        lane.close()
