@@ -117,14 +117,15 @@ class RoundRobinHandle(Handle):
         pending, turns = self.pending, list(self.turns)
         shares: list[list[handoff.Conn]] = [[] for _ in turns]
         full = [False] * len(turns)
-        i = given = 0
-        while pending and not all(full):
+        i = given = full_count = 0
+        while pending and full_count < len(turns):
             if not full[i]:
                 if self._has_room(turns[i], len(shares[i])):
                     shares[i].append(pending.popleft())
                     given = i + 1
                 else:
                     full[i] = True
+                    full_count += 1
             i = (i + 1) % len(turns)
         if given:
             self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served

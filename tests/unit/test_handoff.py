@@ -22,6 +22,14 @@ def tcp_pair():
     listener.close()
 
 
+@pytest.fixture
+def lane():
+    """The primary's two ends of one lane; closed after the test."""
+    lane = handoff.Lane()
+    yield lane
+    lane.close()
+
+
 def test_records_carry_descriptors_and_peers_in_order():
     readers = []
     conns = []
@@ -48,61 +56,49 @@ def test_records_carry_descriptors_and_peers_in_order():
         right.close()
 
 
-def test_the_unread_count_is_exact_and_ping_is_answered_in_order(tcp_pair):
+def test_the_unread_count_is_exact_and_ping_is_answered_in_order(tcp_pair, lane):
     listener, client = tcp_pair
-    lane = handoff.Lane()
-    try:
-        accepted = [listener._accept() for _ in range(1)]
-        lane.send(accepted)
-        lane.send([(os.dup(accepted[0][0]), ("127.0.0.1", 1)), (os.dup(accepted[0][0]), ("127.0.0.1", 2))])
-        assert lane.unread == 3 and lane.refresh() == 3
-        lane.ping()
-        assert lane.refresh() == 3  # a PING is not a connection
-        worker_end = lane.theirs
-        first = handoff.receive(worker_end)
-        assert len(first) == 1 and lane.refresh() == 2
-        second = handoff.receive(worker_end)
-        assert len(second) == 2 and lane.refresh() == 0
-        assert handoff.receive(worker_end) == handoff.PING
-        worker_end.send(handoff.PONG)
-        assert lane.returned() == ([], True) and not lane.pinged
-        for fd, _ in accepted + first + second:
-            os.close(fd)
-    finally:
-        lane.close()
+    accepted = [listener._accept() for _ in range(1)]
+    lane.send(accepted)
+    lane.send([(os.dup(accepted[0][0]), ("127.0.0.1", 1)), (os.dup(accepted[0][0]), ("127.0.0.1", 2))])
+    assert lane.unread == 3 and lane.refresh() == 3
+    lane.ping()
+    assert lane.refresh() == 3  # a PING is not a connection
+    worker_end = lane.theirs
+    first = handoff.receive(worker_end)
+    assert len(first) == 1 and lane.refresh() == 2
+    second = handoff.receive(worker_end)
+    assert len(second) == 2 and lane.refresh() == 0
+    assert handoff.receive(worker_end) == handoff.PING
+    worker_end.send(handoff.PONG)
+    assert lane.returned() == ([], True) and not lane.pinged
+    for fd, _ in accepted + first + second:
+        os.close(fd)
 
 
-def test_what_a_dead_worker_never_read_is_read_back_and_still_works(tcp_pair):
+def test_what_a_dead_worker_never_read_is_read_back_and_still_works(tcp_pair, lane):
     listener, client = tcp_pair
-    lane = handoff.Lane()
-    try:
-        fd, peer = listener._accept()
-        lane.send([(fd, peer)])
-        os.close(fd)  # the primary keeps no copy: the lane's record is the only one
-        worker = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
-                                  pass_fds=(lane.theirs.fileno(),))
-        assert worker.wait(10) == -signal.SIGKILL
-        [(recovered, recovered_peer)] = lane.unclaimed()
-        assert recovered_peer == client.getsockname()
-        os.write(recovered, b"still connected")
-        assert client.recv(64) == b"still connected"
-        os.close(recovered)
-    finally:
-        lane.close()
+    fd, peer = listener._accept()
+    lane.send([(fd, peer)])
+    os.close(fd)  # the primary keeps no copy: the lane's record is the only one
+    worker = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                              pass_fds=(lane.theirs.fileno(),))
+    assert worker.wait(10) == -signal.SIGKILL
+    [(recovered, recovered_peer)] = lane.unclaimed()
+    assert recovered_peer == client.getsockname()
+    os.write(recovered, b"still connected")
+    assert client.recv(64) == b"still connected"
+    os.close(recovered)
 
 
-def test_a_draining_worker_sends_connections_back(tcp_pair):
+def test_a_draining_worker_sends_connections_back(tcp_pair, lane):
     listener, _client = tcp_pair
-    lane = handoff.Lane()
-    try:
-        conn = listener._accept()
-        lane.send([conn])
-        os.close(conn[0])
-        [taken] = handoff.receive(lane.theirs)
-        handoff.send(lane.theirs, [taken])  # what serve.py does while draining
-        os.close(taken[0])
-        returned, pong = lane.returned()
-        assert len(returned) == 1 and returned[0][1] == conn[1] and not pong
-        os.close(returned[0][0])
-    finally:
-        lane.close()
+    conn = listener._accept()
+    lane.send([conn])
+    os.close(conn[0])
+    [taken] = handoff.receive(lane.theirs)
+    handoff.send(lane.theirs, [taken])  # what serve.py does while draining
+    os.close(taken[0])
+    returned, pong = lane.returned()
+    assert len(returned) == 1 and returned[0][1] == conn[1] and not pong
+    os.close(returned[0][0])
