@@ -83,6 +83,7 @@ class Arbiter:
         self.primary.scheduling_policy = self.cfg.policy
         try:
             self.handle = self.primary.listen(self.cfg.bind, backlog=self.cfg.backlog)
+            self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads it; others ignore it
         except ListenError as exc:
             log.error("%s", exc.strerror)
             return EXIT_CANNOT_LISTEN

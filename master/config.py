@@ -83,6 +83,7 @@ class Config:
     embedded_redis: str = "auto"
     redis_data_dir: str = "var/redis"
     access_log: bool = False
+    retry_idempotent: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,7 +105,10 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("--embedded-redis", "EMBEDDED_REDIS", str, "auto", "auto: start a Redis when REDIS_URL is unset | off"),
     ("--redis-data-dir", "REDIS_DATA_DIR", str, "var/redis", "data directory of the embedded Redis (AOF)"),
     ("--access-log", "ACCESS_LOG", str, "0", "log every request from the workers (1/0)"),
+    ("--retry-idempotent", "RETRY_IDEMPOTENT", str, "1",
+     "rr: give an idempotent request a SIGKILLed worker was serving to another worker, once (1/0)"),
 ]
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,5 +217,14 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
         backlog=values["--backlog"] or 2048,
         embedded_redis=embedded,
         redis_data_dir=values["--redis-data-dir"],
-        access_log=values["--access-log"].lower() not in ("0", "false", "no", "off", ""),
+        access_log=parse_switch("--access-log", values["--access-log"]),
+        retry_idempotent=parse_switch("--retry-idempotent", values["--retry-idempotent"]),
     )
+
+
+def parse_switch(flag: str, raw: str) -> bool:
+    """1/0, true/false, yes/no, on/off (any case); anything else is a ConfigError."""
+    value = SWITCH_VALUES.get(str(raw).strip().lower())
+    if value is None:
+        raise ConfigError(f"invalid {flag} {raw!r}: expected 1 or 0 (or true/false, yes/no, on/off)")
+    return value

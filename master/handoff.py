@@ -20,10 +20,11 @@ Why a lane of its own rather than the IPC channel, and no acknowledgements:
   then sends a PING record, and the worker answers PONG once it has read up to it.
 - A draining worker sends records it will not serve back up its lane (the primary's end
   is readable only then), and the primary gives them to another worker.
-- A worker that dies may also have read connections it never got to: the primary keeps
-  its copies of the last few it handed over (the worker shuts each connection down when
-  it is done, so a copy never holds a client up), and at the worker's death gives every
-  one that untouched() says nobody read from or wrote to to another worker.
+- A worker that dies may also have taken connections it never got to, or was serving
+  when it was killed: the primary keeps its copies of the last few it handed over (the
+  worker shuts each connection down when it is done, so a copy never holds a client up),
+  and at the worker's death progress() says which ones another worker can serve as they
+  are (master/scheduling/round_robin.py decides).
 """
 from __future__ import annotations
 
@@ -105,27 +106,34 @@ def receive_all(sock: Any) -> tuple[list[Conn], bool]:
             pong = pong or record == PONG
 
 
-def untouched(fd: int) -> bool:
-    """Whether nobody has read from or written to this TCP connection yet.
+UNREAD, BEGUN, TOUCHED = "unread", "begun", "touched"
 
-    The kernel's own counters say so: every byte the client sent is still queued
-    (FIONREAD equals tcpi_bytes_received) and no data segment has gone out
-    (tcpi_data_segs_out). Such a connection can go to another worker as it is. Anything
-    else, or a kernel too old to say, counts as touched.
+
+def progress(fd: int) -> str:
+    """How far a worker got with this TCP connection, from the kernel's own counters.
+
+    UNREAD: its handler never started (no TCP_NODELAY, which a worker's handler sets
+    first thing; the listener never sets it, so no connection inherits it) and nobody
+    read from or wrote to it. BEGUN: the handler started but only peeked (every byte the
+    client sent is still queued) and wrote nothing: an idempotent request the worker was
+    serving (master/handed_over.py). TOUCHED: anything else, or a kernel too old to say.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        started = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         queued = unread_bytes(fd)
     except OSError:
-        return False
+        return TOUCHED
     finally:
         sock.detach()
     if len(info) < 160:
-        return False
+        return TOUCHED
     received, = struct.unpack_from("Q", info, 128)  # tcpi_bytes_received
     data_segs_out, = struct.unpack_from("I", info, 156)  # tcpi_data_segs_out
-    return data_segs_out == 0 and queued == received
+    if data_segs_out or queued != received:
+        return TOUCHED
+    return BEGUN if started else UNREAD
 
 
 def unread_bytes(fd: int) -> int:

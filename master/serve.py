@@ -18,6 +18,7 @@ import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from . import handoff
+from .handed_over import HandedOverSocket
 from .scheduling.base import ListenError, bind_socket
 
 IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
@@ -50,43 +51,6 @@ class TrackedHandler(WSGIHandler):
             super().log_request()
 
 
-def _shut_down(sock: Any) -> None:
-    if sock.fileno() >= 0:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # not connected any more
-
-
-class _ShutDownOnClose(getattr(socket.socket, "_gevent_sock_class", _socket.socket)):  # type: ignore[misc]
-    """The OS-level socket under a HandedOverSocket: shut down before the descriptor closes.
-
-    pywsgi ends a connection by closing this inner socket directly, so the shutdown has to
-    live here (gevent builds it from its socket class's `_gevent_sock_class`).
-    """
-
-    def close(self) -> None:
-        """Shut the connection down, then close the descriptor."""
-        _shut_down(self)
-        super().close()
-
-
-class HandedOverSocket(socket.socket):
-    """A connection the primary handed over (rr).
-
-    The primary keeps a copy of the latest few (master/handoff.py), so closing our
-    descriptor alone would not end the connection: it is shut down first, and the client
-    sees the end at once.
-    """
-
-    _gevent_sock_class = _ShutDownOnClose
-
-    def close(self) -> None:
-        """Shut the connection down, then close the descriptor."""
-        _shut_down(self)
-        super().close()
-
-
 class ClusterServer(WSGIServer):
     """WSGIServer that can be fed connections by the primary (rr) and drained gracefully."""
 
@@ -100,6 +64,7 @@ class ClusterServer(WSGIServer):
         self.access_log = access_log
         self.connections: set[TrackedHandler] = set()
         self.lane: Any = None  # rr: the handoff lane the primary writes connections into
+        self.peek = False  # rr: peek at idempotent first requests (master/handed_over.py)
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,
                          log=None if not access_log else "default", **kwargs)
@@ -119,6 +84,8 @@ class ClusterServer(WSGIServer):
         handed-over connection costs no getsockopt/getpeername system calls here.
         """
         sock = HandedOverSocket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
+        if self.peek:
+            sock.peek_first_request()
         if peer is None:
             try:
                 peer = sock.getpeername()
@@ -284,6 +251,7 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
                            access_log=access_log, environ=environ)
     server.family = int(reply.get("family") or socket.AF_INET)
+    server.peek = bool(reply.get("peek"))
     if listener is not None:
         server.start()
     elif policy == "rr":

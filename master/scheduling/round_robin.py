@@ -1,11 +1,24 @@
 """`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a worker in turn.
 
 Connections travel down each worker's handoff lane (master/handoff.py). Workers take
-turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out until it
-catches up (Node allows one unacknowledged handle; a few let a busy primary put several
-connections in one record without giving up the turn order). Nothing handed over is ever
+turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
+has room (Node allows one unacknowledged handle; a few let a busy primary put several
+connections in one record without giving up the turn order). When every worker is that far
+behind, as on a saturated machine, they keep taking turns up to MAX_BEHIND each: holding
+connections back in the primary would not serve them sooner, and waking the primary each
+time a worker catches up (a PING/PONG round trip) cost more than a quarter of its time
+per connection. Only past MAX_BEHIND does the primary wait to hear from a worker. Nothing handed over is ever
 lost to a worker that drains or dies: a draining worker sends unserved connections back,
 and what a dead worker never read is read back from its lane; both go to the next worker.
+
+A worker killed from outside (SIGKILL it did not get from us: `docker kill`, the OOM
+killer, `ctl kill-worker`) may also have been serving requests. Workers peek at an
+idempotent request instead of reading it until they answer (master/handed_over.py), so
+such a request is still whole in the kernel's queue and another worker serves it: the
+client sees a slower answer rather than a reset, as behind nginx's retry of idempotent
+requests. Only once per connection (a request that gets its worker killed is not passed
+on a second time), never for a worker that crashed by itself, timed out, or was killed
+by a drain deadline, and not at all with retry_idempotent off.
 """
 from __future__ import annotations
 
@@ -17,7 +30,8 @@ from .. import handoff
 from .base import Handle, Reply
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
-MAX_IN_FLIGHT = 4  # connections a worker may leave unread before it sits out
+MAX_IN_FLIGHT = 4  # connections a worker may leave unread while another worker has room
+MAX_BEHIND = 16  # ... and when none has: past this the primary waits for a worker to catch up
 HELD = 8  # copies kept of each worker's latest connections, to rescue what a dying worker took
 
 
@@ -25,6 +39,7 @@ class RoundRobinHandle(Handle):
     """Accepts in the primary, distributes to workers in turn, re-routes what comes back."""
 
     policy = "rr"
+    retry_idempotent = True  # the arbiter sets it from --retry-idempotent before any worker asks
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -37,7 +52,9 @@ class RoundRobinHandle(Handle):
         self.pending: deque[handoff.Conn] = deque()
         self.handed = 0
         self.refused = 0  # sent back by a draining worker
-        self.recovered = 0  # read back from a dead worker's lane, or taken by it and untouched
+        self.recovered = 0  # read back from a dead worker's lane, or taken by it and never started
+        self.retried = 0  # idempotent requests a killed worker was serving, given to another
+        self.retried_peers: set[Any] = set()  # ... whose connections we still hold: never twice
         self._accepting = False
         self._closed = False
 
@@ -49,9 +66,9 @@ class RoundRobinHandle(Handle):
         self.workers[worker.id] = worker
         self.turns.append(worker.id)
         self.loop.add_reader(lane.ours.fileno(), lambda: self._on_lane_readable(worker.id, lane))
-        worker.once("exit", lambda *_: self._worker_exited(worker.id))
+        worker.once("exit", lambda _code, signal: self._worker_exited(worker, signal))
         reply(fds=[lane.theirs.fileno()], ok=True, policy=self.policy, port=self.port,
-              family=int(self.sock.family))
+              family=int(self.sock.family), peek=self.retry_idempotent)
         self.distribute()
 
     def remove(self, worker: Any) -> bool:
@@ -101,13 +118,31 @@ class RoundRobinHandle(Handle):
         self.distribute()
 
     # -- handing over -----------------------------------------------------------------------
-    def _has_room(self, worker_id: int, share: int) -> bool:
+    def _has_room(self, worker_id: int, share: int, cap: int) -> bool:
         lane = self.lanes[worker_id]
-        if lane.unread + share < MAX_IN_FLIGHT:
+        if lane.unread + share < cap:
             return True
         # `unread` only grows between refreshes, so one system call settles a doubt; a
         # worker we have pinged is known to be behind until its PONG says otherwise.
-        return not lane.pinged and lane.refresh() + share < MAX_IN_FLIGHT
+        return not lane.pinged and lane.refresh() + share < cap
+
+    def _deal(self, turns: list[int], shares: list[list[handoff.Conn]], cap: int, start: int) -> int:
+        """Deal pending connections in turn from `start` to workers under `cap`.
+
+        Returns one past the index of the last worker served (`start` if none was).
+        """
+        pending, full = self.pending, [False] * len(turns)
+        i, given, full_count = start % len(turns), start, 0
+        while pending and full_count < len(turns):
+            if not full[i]:
+                if self._has_room(turns[i], len(shares[i]), cap):
+                    shares[i].append(pending.popleft())
+                    given = i + 1
+                else:
+                    full[i] = True
+                    full_count += 1
+            i = (i + 1) % len(turns)
+        return given
 
     def distribute(self) -> None:
         """Hand queued connections out, one per worker per turn, oldest connection first."""
@@ -116,24 +151,17 @@ class RoundRobinHandle(Handle):
             return
         pending, turns = self.pending, list(self.turns)
         shares: list[list[handoff.Conn]] = [[] for _ in turns]
-        full = [False] * len(turns)
-        i = given = full_count = 0
-        while pending and full_count < len(turns):
-            if not full[i]:
-                if self._has_room(turns[i], len(shares[i])):
-                    shares[i].append(pending.popleft())
-                    given = i + 1
-                else:
-                    full[i] = True
-                    full_count += 1
-            i = (i + 1) % len(turns)
+        given = 0
+        for cap in (MAX_IN_FLIGHT, MAX_BEHIND):
+            if pending and turns:
+                given = self._deal(turns, shares, cap, given)
         if given:
             self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served
         for worker_id, conns in zip(turns, shares):
             if conns and not self._send(worker_id, conns):
                 pending.extendleft(reversed(conns))
         if pending:
-            # Every worker is behind: each says when it has caught up (a PONG wakes us).
+            # Every worker is MAX_BEHIND behind: each says when it has caught up (a PONG wakes us).
             for worker_id in self.turns:
                 self.lanes[worker_id].ping()
         # Backpressure: accept only while the queue has room.
@@ -153,7 +181,7 @@ class RoundRobinHandle(Handle):
                         candidates.remove(worker_id)
                         break
         while self.pending:  # nobody left who could serve them
-            os.close(self.pending.popleft()[0])
+            self._close_conn(self.pending.popleft())
 
     def _send(self, worker_id: int, conns: list[handoff.Conn]) -> bool:
         """Write one record to the worker's lane; False (nothing sent) when its queue is full."""
@@ -161,13 +189,13 @@ class RoundRobinHandle(Handle):
         try:
             lane.send(conns)
         except OSError:  # full (or unusable): the caller keeps them, the worker sits out
-            lane.unread = max(lane.unread, MAX_IN_FLIGHT)
+            lane.unread = max(lane.unread, MAX_BEHIND)
             return False
         self.handed += len(conns)
         held = self.held[worker_id]
         held.extend(conns)
         while len(held) > HELD:
-            os.close(held.popleft()[0])  # old enough to have been read: the worker has its own copy
+            self._close_conn(held.popleft())  # old enough to have been read: the worker has its own copy
         return True
 
     # -- coming back ------------------------------------------------------------------------
@@ -187,36 +215,50 @@ class RoundRobinHandle(Handle):
         self.pending.extendleft(reversed(conns))
         self.distribute()
 
-    def _worker_exited(self, worker_id: int) -> None:
-        """Re-route what the dead worker never read or never touched; release its lane."""
-        lane = self.lanes.pop(worker_id, None)
+    def _worker_exited(self, worker: Any, signal: str | None) -> None:
+        """Re-route what the dead worker never read or never started; release its lane."""
+        lane = self.lanes.pop(worker.id, None)
         if lane is None:
             return
         self.loop.remove_reader(lane.ours.fileno())
         returned, unclaimed = lane.returned()[0], lane.unclaimed()
         lane.close()
+        # Killed from outside, not by its own doing or ours: what it was serving is not to blame.
+        retry = (self.retry_idempotent and signal == "SIGKILL" and not worker.exited_after_disconnect
+                 and not getattr(worker, "kill_reason", None))
         # Our copies of what it read: the ones above are the same connections (same peer).
-        rescued = self._release_held(worker_id, {peer for _, peer in returned + unclaimed}, keep_untouched=True)
+        rescued = self._release_held(worker.id, {peer for _, peer in returned + unclaimed}, dead=True, retry=retry)
         self.refused += len(returned)
         self.recovered += len(unclaimed) + len(rescued)
         self.pending.extendleft(reversed(returned + rescued + unclaimed))
         self.distribute()
 
-    def _release_held(self, worker_id: int, peers: set[Any], keep_untouched: bool = False) -> list[handoff.Conn]:
-        """Close our copies of `peers` (or, once it is dead, all: returning those never touched)."""
+    def _release_held(self, worker_id: int, peers: set[Any], dead: bool = False,
+                      retry: bool = False) -> list[handoff.Conn]:
+        """Close our copies of `peers`; once it is dead, of all, returning those to pass on."""
         held = self.held.get(worker_id)
         if held is None:
             return []
-        untouched: list[handoff.Conn] = []
+        rescued: list[handoff.Conn] = []
         for conn in list(held):
             fd, peer = conn
-            if peer in peers or keep_untouched:
-                held.remove(conn)
-                if keep_untouched and peer is not None and peer not in peers and handoff.untouched(fd):
-                    untouched.append(conn)
-                else:
-                    os.close(fd)
-        if keep_untouched:
+            if peer not in peers and not dead:
+                continue
+            held.remove(conn)
+            progress = handoff.TOUCHED if peer is None or peer in peers else handoff.progress(fd)
+            if progress == handoff.BEGUN and retry and peer not in self.retried_peers:
+                self.retried += 1
+                self.retried_peers.add(peer)
+                rescued.append(conn)
+            elif progress == handoff.UNREAD:
+                rescued.append(conn)
+            else:
+                self._close_conn(conn)
+        if dead:
             del self.held[worker_id]
-        return untouched
+        return rescued
 
+    def _close_conn(self, conn: handoff.Conn) -> None:
+        """Close our descriptor of a connection (forgetting that it was retried)."""
+        os.close(conn[0])
+        self.retried_peers.discard(conn[1])

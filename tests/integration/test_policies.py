@@ -8,6 +8,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from master.scheduling.round_robin import MAX_IN_FLIGHT
 from support import ROOT, Master, as_nobody, events, get, run_program, wait_for, worker_pid
@@ -160,3 +161,65 @@ def _up(m):
         return True
     except Exception:  # noqa: BLE001
         return False
+
+
+def _serving_worker(m, other_than=None):
+    """The pid of the worker running the app for our one request (the control socket says)."""
+    def busy():
+        serving = [w["pid"] for w in m.status()["workers"] if w["in_flight"] and w["pid"] != other_than]
+        return serving[0] if serving else None
+    return wait_for(busy, timeout=10, what="a worker serving the request")
+
+
+def _request_in_background(method, url, **kwargs):
+    outcome = {}
+
+    def call():
+        try:
+            outcome["response"] = requests.request(method, url, timeout=20, **kwargs)
+        except requests.RequestException as exc:
+            outcome["error"] = exc
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+def test_rr_retries_a_get_whose_worker_is_killed_mid_request(master):
+    m = master("--policy", "rr", workers=2)
+    thread, outcome = _request_in_background("GET", f"{m.url}/sleep?s=3")
+    victim = _serving_worker(m)
+    os.kill(victim, signal.SIGKILL)  # it has the request and has not answered
+    thread.join(20)
+    response = outcome.get("response")
+    assert response is not None, outcome.get("error")
+    assert response.status_code == 200 and int(response.headers["X-Worker-Pid"]) != victim
+
+
+def test_rr_retries_a_killed_request_only_once(master):
+    m = master("--policy", "rr", workers=2)
+    thread, outcome = _request_in_background("GET", f"{m.url}/sleep?s=3")
+    first = _serving_worker(m)
+    os.kill(first, signal.SIGKILL)
+    second = _serving_worker(m, other_than=first)
+    os.kill(second, signal.SIGKILL)  # a request that keeps getting its worker killed is dropped
+    thread.join(20)
+    assert "error" in outcome and "response" not in outcome
+
+
+@pytest.mark.parametrize("method,flags", [("POST", ()), ("GET", ("--retry-idempotent", "0"))])
+def test_rr_does_not_retry_a_post_or_with_retries_off(master, method, flags):
+    m = master("--policy", "rr", *flags, workers=2)
+    thread, outcome = _request_in_background(method, f"{m.url}/sleep?s=3", data=b"x" * 10)
+    victim = _serving_worker(m)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(20)
+    assert "error" in outcome and "response" not in outcome
+
+
+def test_rr_does_not_pass_on_a_request_that_crashed_its_worker(master):
+    m = master("--policy", "rr", workers=2)
+    before = set(m.workers())
+    with pytest.raises(requests.RequestException):
+        get(f"{m.url}/exit", timeout=10)  # os._exit(1) while serving: the request is to blame
+    m.wait_ready(2)
+    assert len(before & set(m.workers())) == 1  # the other worker never got it, so it lives on
