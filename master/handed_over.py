@@ -5,9 +5,9 @@ Two things differ from a connection the worker accepted itself:
 - The primary keeps a copy of the latest few (master/handoff.py), so closing our
   descriptor alone would not end the connection: it is shut down first, and the client
   sees the end at once.
-- Until the first response begins, an idempotent request is peeked at, not read: the
-  bytes stay in the kernel's queue while the app runs, and only leave it just before the
-  first byte of the answer goes out. If this worker is SIGKILLed meanwhile, the primary
+- Until the first response is sent, an idempotent request is peeked at, not read: the
+  bytes stay in the kernel's queue while the app runs, and only leave it once the first
+  bytes of the answer have gone out. If this worker is SIGKILLed before that, the primary
   finds the request whole in its copy of the connection and another worker serves it
   (master/scheduling/round_robin.py decides when that is safe). The price is one extra
   recv per connection; a request that does not fit what is queued, or whose method is
@@ -110,15 +110,19 @@ class HandedOverSocket(socket.socket):
                 break
             left -= len(got)
 
-    # -- writing: the answer starts, so the request can no longer be served elsewhere ----------
+    # -- writing: once the answer is out, the request can no longer be served elsewhere -------
+    # The peeked request leaves the queue only after the first send: killed before it, the
+    # request is whole and nothing was answered (another worker serves it); killed after,
+    # the answer is in the kernel's hands and the primary lets it reach the client.
     def send(self, data: Any, flags: int = 0, *args: Any, **kwargs: Any) -> int:
-        """Send, having consumed a peeked request first."""
+        """Send; the first send also consumes a peeked request."""
+        sent = super().send(data, flags, *args, **kwargs)
         if self._peeked is not None:
             self._consume_peeked()
-        return super().send(data, flags, *args, **kwargs)
+        return sent
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        """Send everything, having consumed a peeked request first."""
+        """Send everything; the first send also consumes a peeked request."""
+        super().sendall(data, flags)
         if self._peeked is not None:
             self._consume_peeked()
-        return super().sendall(data, flags)

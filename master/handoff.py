@@ -115,14 +115,16 @@ def progress(fd: int) -> str:
     UNREAD: its handler never started (no TCP_NODELAY, which a worker's handler sets
     first thing; the listener never sets it, so no connection inherits it) and nobody
     read from or wrote to it. BEGUN: the handler started but only peeked (every byte the
-    client sent is still queued) and wrote nothing: an idempotent request the worker was
-    serving (master/handed_over.py). TOUCHED: anything else, or a kernel too old to say.
+    client sent is still queued) and wrote nothing, not even into the send queue: an
+    idempotent request the worker was serving (master/handed_over.py). TOUCHED: anything
+    else, or a kernel too old to say.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
         started = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         queued = unread_bytes(fd)
+        unsent = _ioctl_int(fd, termios.TIOCOUTQ)  # written but not yet sent or acknowledged
     except OSError:
         return TOUCHED
     finally:
@@ -131,14 +133,34 @@ def progress(fd: int) -> str:
         return TOUCHED
     received, = struct.unpack_from("Q", info, 128)  # tcpi_bytes_received
     data_segs_out, = struct.unpack_from("I", info, 156)  # tcpi_data_segs_out
-    if data_segs_out or queued != received:
+    if data_segs_out or unsent or queued != received:
         return TOUCHED
     return BEGUN if started else UNREAD
 
 
 def unread_bytes(fd: int) -> int:
     """FIONREAD: bytes queued on this end and not yet read."""
-    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, _INT))[0]
+    return _ioctl_int(fd, termios.FIONREAD)
+
+
+def _ioctl_int(fd: int, request: int) -> int:
+    return struct.unpack("i", fcntl.ioctl(fd, request, _INT))[0]
+
+
+def close_gently(fd: int, limit: int = 1 << 20) -> None:
+    """Close a TCP connection with a FIN, not a reset: read away what it had unread first.
+
+    Closing with unread bytes makes the kernel send a reset, which can destroy an answer
+    still on its way to the client (a worker killed just after sending it).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
+    try:
+        while limit > 0 and unread_bytes(fd) > 0:
+            limit -= len(sock.recv(65536, socket.MSG_DONTWAIT))
+    except OSError:
+        pass  # nothing more to read, or not a connected TCP socket: just close
+    finally:
+        sock.close()
 
 
 class Lane:

@@ -30,7 +30,7 @@ from .. import handoff
 from .base import Handle, Reply
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
-MAX_IN_FLIGHT = 4  # connections a worker may leave unread while another worker has room
+MAX_IN_FLIGHT = 8  # connections a worker may leave unread while another worker has room
 MAX_BEHIND = 16  # ... and when none has: past this the primary waits for a worker to catch up
 HELD = 8  # copies kept of each worker's latest connections, to rescue what a dying worker took
 
@@ -245,7 +245,10 @@ class RoundRobinHandle(Handle):
             if peer not in peers and not dead:
                 continue
             held.remove(conn)
-            progress = handoff.TOUCHED if peer is None or peer in peers else handoff.progress(fd)
+            if peer is None or peer in peers:  # another descriptor of it travels on (or unknown)
+                self._close_conn(conn)
+                continue
+            progress = handoff.progress(fd)
             if progress == handoff.BEGUN and retry and peer not in self.retried_peers:
                 self.retried += 1
                 self.retried_peers.add(peer)
@@ -253,12 +256,15 @@ class RoundRobinHandle(Handle):
             elif progress == handoff.UNREAD:
                 rescued.append(conn)
             else:
-                self._close_conn(conn)
+                self._close_conn(conn, gently=True)  # an answer it sent may still be on its way
         if dead:
             del self.held[worker_id]
         return rescued
 
-    def _close_conn(self, conn: handoff.Conn) -> None:
+    def _close_conn(self, conn: handoff.Conn, gently: bool = False) -> None:
         """Close our descriptor of a connection (forgetting that it was retried)."""
-        os.close(conn[0])
+        if gently:
+            handoff.close_gently(conn[0])
+        else:
+            os.close(conn[0])
         self.retried_peers.discard(conn[1])

@@ -92,3 +92,16 @@ def test_closing_shuts_the_connection_down_although_the_primary_holds_a_copy(con
     worker.close()
     client.settimeout(5)
     assert client.recv(10) == b""  # end of file at once, not when the primary's copy closes
+
+
+def test_the_primary_closes_a_dead_workers_answered_connection_without_a_reset(connection):
+    client, worker, primary = connection
+    client.sendall(b"GET / HTTP/1.1\r\n\r\n")  # never read by anyone
+    primary.sendall(b"HTTP/1.1 200 OK\r\n\r\n")  # what the worker sent before it was killed
+    os.close(worker.detach())  # killed: the kernel closes its descriptor, nothing more
+    fd = primary.detach()
+    assert handoff.progress(fd) == handoff.TOUCHED
+    handoff.close_gently(fd)
+    client.settimeout(5)
+    assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
+    assert client.recv(100) == b""  # a plain close with the request unread would reset instead
