@@ -106,7 +106,9 @@ def receive_all(sock: Any) -> tuple[list[Conn], bool]:
             pong = pong or record == PONG
 
 
-UNREAD, BEGUN, TOUCHED = "unread", "begun", "touched"
+UNREAD, BEGUN, TOUCHED, ENDED = "unread", "begun", "touched", "ended"
+_CLOSE_WAIT = 8  # the client closed its side: it has sent all it will, and may still await an answer
+_STILL_OPEN = (1, _CLOSE_WAIT)  # and TCP_ESTABLISHED
 
 
 def progress(fd: int) -> str:
@@ -116,8 +118,9 @@ def progress(fd: int) -> str:
     first thing; the listener never sets it, so no connection inherits it) and nobody
     read from or wrote to it. BEGUN: the handler started but only peeked (every byte the
     client sent is still queued) and wrote nothing, not even into the send queue: an
-    idempotent request the worker was serving (master/handed_over.py). TOUCHED: anything
-    else, or a kernel too old to say.
+    idempotent request the worker was serving (master/handed_over.py). ENDED: the worker
+    already shut it down, or answered and the client closed. TOUCHED: anything else, or a
+    kernel too old to say.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=fd)
     try:
@@ -133,6 +136,9 @@ def progress(fd: int) -> str:
         return TOUCHED
     received, = struct.unpack_from("Q", info, 128)  # tcpi_bytes_received
     data_segs_out, = struct.unpack_from("I", info, 156)  # tcpi_data_segs_out
+    state = info[0]  # tcpi_state
+    if state not in _STILL_OPEN or (state == _CLOSE_WAIT and data_segs_out and not unsent and not queued):
+        return ENDED  # shut down by the worker, or answered in full and closed by the client
     if data_segs_out or unsent or queued != received:
         return TOUCHED
     return BEGUN if started else UNREAD

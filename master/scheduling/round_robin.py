@@ -22,6 +22,7 @@ by a drain deadline, and not at all with retry_idempotent off.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import deque
 from typing import Any
@@ -32,7 +33,10 @@ from .base import Handle, Reply
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
 MAX_IN_FLIGHT = 8  # connections a worker may leave unread while another worker has room
 MAX_BEHIND = 16  # ... and when none has: past this the primary waits for a worker to catch up
-HELD = 8  # copies kept of each worker's latest connections, to rescue what a dying worker took
+HELD = 32  # copies kept of each worker's latest connections, to rescue what a dying worker took
+# (enough to cover a slow request while many fast ones pass it; a copy costs one descriptor)
+
+log = logging.getLogger("master.rr")
 
 
 class RoundRobinHandle(Handle):
@@ -55,6 +59,7 @@ class RoundRobinHandle(Handle):
         self.recovered = 0  # read back from a dead worker's lane, or taken by it and never started
         self.retried = 0  # idempotent requests a killed worker was serving, given to another
         self.retried_peers: set[Any] = set()  # ... whose connections we still hold: never twice
+        self._closed_at_death = 0  # copies of connections a dead worker had begun, closed
         self._accepting = False
         self._closed = False
 
@@ -227,9 +232,16 @@ class RoundRobinHandle(Handle):
         retry = (self.retry_idempotent and signal == "SIGKILL" and not worker.exited_after_disconnect
                  and not getattr(worker, "kill_reason", None))
         # Our copies of what it read: the ones above are the same connections (same peer).
+        retried_before, closed = self.retried, self._closed_at_death
         rescued = self._release_held(worker.id, {peer for _, peer in returned + unclaimed}, dead=True, retry=retry)
         self.refused += len(returned)
         self.recovered += len(unclaimed) + len(rescued)
+        moved = len(returned) + len(unclaimed) + len(rescued)
+        if moved or self._closed_at_death != closed:
+            log.info("Worker %s's connections: %d passed to other workers (%d it never read, %d it never started, "
+                     "%d requests retried); %d it had begun closed", worker.pid, moved,
+                     len(returned) + len(unclaimed), len(rescued) - (self.retried - retried_before),
+                     self.retried - retried_before, self._closed_at_death - closed)
         self.pending.extendleft(reversed(returned + rescued + unclaimed))
         self.distribute()
 
@@ -255,7 +267,10 @@ class RoundRobinHandle(Handle):
                 rescued.append(conn)
             elif progress == handoff.UNREAD:
                 rescued.append(conn)
+            elif progress == handoff.ENDED:
+                self._close_conn(conn)
             else:
+                self._closed_at_death += 1
                 self._close_conn(conn, gently=True)  # an answer it sent may still be on its way
         if dead:
             del self.held[worker_id]

@@ -105,3 +105,12 @@ def test_the_primary_closes_a_dead_workers_answered_connection_without_a_reset(c
     client.settimeout(5)
     assert client.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n"
     assert client.recv(100) == b""  # a plain close with the request unread would reset instead
+
+
+def test_a_connection_the_worker_finished_counts_as_ended(connection):
+    client, worker, primary = connection
+    client.sendall(GET)
+    worker.makefile("rb").readline()
+    worker.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    worker.close()  # shut down, although the primary still holds its copy
+    assert handoff.progress(primary.fileno()) == handoff.ENDED
