@@ -11,8 +11,8 @@ Why a lane of its own rather than the IPC channel, and no acknowledgements:
 - The primary keeps the worker's end open, so whatever the worker has not read yet stays
   in the kernel's queue even after the worker dies; the primary reads it back then and
   hands those connections to another worker. A handed-over connection therefore needs no
-  copy kept in the primary and no "accepted" reply: the primary closes its descriptor as
-  soon as the record is written.
+  "accepted" reply (the only copies the primary keeps are of each worker's latest few,
+  below).
 - "How many connections has this worker not read yet?" is one FIONREAD on that same end,
   so flow control needs no acknowledgements either. Per connection the primary does
   accept, one share of a sendmsg, and close; nothing comes back.
