@@ -7,9 +7,11 @@ connections in one record without giving up the turn order). When every worker i
 behind, as on a saturated machine, they keep taking turns up to MAX_BEHIND each: holding
 connections back in the primary would not serve them sooner, and waking the primary each
 time a worker catches up (a PING/PONG round trip) cost more than a quarter of its time
-per connection. Only past MAX_BEHIND does the primary wait to hear from a worker. Nothing handed over is ever
-lost to a worker that drains or dies: a draining worker sends unserved connections back,
-and what a dead worker never read is read back from its lane; both go to the next worker.
+per connection. Only past MAX_BEHIND does the primary wait to hear from a worker.
+
+Nothing handed over is ever lost to a worker that drains or dies: a draining worker sends
+unserved connections back, and what a dead worker never read is read back from its lane;
+both go to the next worker.
 
 A worker killed from outside (SIGKILL it did not get from us: `docker kill`, the OOM
 killer, `ctl kill-worker`) may also have been serving requests. Workers peek at an
@@ -59,7 +61,6 @@ class RoundRobinHandle(Handle):
         self.recovered = 0  # read back from a dead worker's lane, or taken by it and never started
         self.retried = 0  # idempotent requests a killed worker was serving, given to another
         self.retried_peers: set[Any] = set()  # ... whose connections we still hold: never twice
-        self._closed_at_death = 0  # copies of connections a dead worker had begun, closed
         self._accepting = False
         self._closed = False
 
@@ -232,26 +233,30 @@ class RoundRobinHandle(Handle):
         retry = (self.retry_idempotent and signal == "SIGKILL" and not worker.exited_after_disconnect
                  and not getattr(worker, "kill_reason", None))
         # Our copies of what it read: the ones above are the same connections (same peer).
-        retried_before, closed = self.retried, self._closed_at_death
-        rescued = self._release_held(worker.id, {peer for _, peer in returned + unclaimed}, dead=True, retry=retry)
+        rescued, retried, lost = self._release_held(worker.id, {peer for _, peer in returned + unclaimed},
+                                                    dead=True, retry=retry)
         self.refused += len(returned)
         self.recovered += len(unclaimed) + len(rescued)
         moved = len(returned) + len(unclaimed) + len(rescued)
-        if moved or self._closed_at_death != closed:
+        if moved or lost:
             log.info("Worker %s's connections: %d passed to other workers (%d it never read, %d it never started, "
                      "%d requests retried); %d it had begun closed", worker.pid, moved,
-                     len(returned) + len(unclaimed), len(rescued) - (self.retried - retried_before),
-                     self.retried - retried_before, self._closed_at_death - closed)
+                     len(returned) + len(unclaimed), len(rescued) - retried, retried, lost)
         self.pending.extendleft(reversed(returned + rescued + unclaimed))
         self.distribute()
 
     def _release_held(self, worker_id: int, peers: set[Any], dead: bool = False,
-                      retry: bool = False) -> list[handoff.Conn]:
-        """Close our copies of `peers`; once it is dead, of all, returning those to pass on."""
+                      retry: bool = False) -> tuple[list[handoff.Conn], int, int]:
+        """Close our copies of `peers`; once it is dead, of all.
+
+        Returns the copies to pass on, how many of those are retried requests, and how
+        many begun connections were closed.
+        """
         held = self.held.get(worker_id)
         if held is None:
-            return []
+            return [], 0, 0
         rescued: list[handoff.Conn] = []
+        retried = lost = 0
         for conn in list(held):
             fd, peer = conn
             if peer not in peers and not dead:
@@ -262,7 +267,7 @@ class RoundRobinHandle(Handle):
                 continue
             progress = handoff.progress(fd)
             if progress == handoff.BEGUN and retry and peer not in self.retried_peers:
-                self.retried += 1
+                retried += 1
                 self.retried_peers.add(peer)
                 rescued.append(conn)
             elif progress == handoff.UNREAD:
@@ -270,11 +275,12 @@ class RoundRobinHandle(Handle):
             elif progress == handoff.ENDED:
                 self._close_conn(conn)
             else:
-                self._closed_at_death += 1
+                lost += 1
                 self._close_conn(conn, gently=True)  # an answer it sent may still be on its way
         if dead:
             del self.held[worker_id]
-        return rescued
+        self.retried += retried
+        return rescued, retried, lost
 
     def _close_conn(self, conn: handoff.Conn, gently: bool = False) -> None:
         """Close our descriptor of a connection (forgetting that it was retried)."""
@@ -282,4 +288,5 @@ class RoundRobinHandle(Handle):
             handoff.close_gently(conn[0])
         else:
             os.close(conn[0])
-        self.retried_peers.discard(conn[1])
+        if self.retried_peers:  # nearly always empty: skip the lookup on the hot path
+            self.retried_peers.discard(conn[1])

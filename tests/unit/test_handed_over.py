@@ -15,19 +15,15 @@ POST = b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
 
 
 @pytest.fixture
-def connection():
+def connection(tcp_pair):
     """(client, worker's HandedOverSocket peeking, primary's copy of the descriptor)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = socket.create_connection(listener.getsockname())
+    listener, client = tcp_pair
     primary, _ = listener.accept()
-    listener.close()
     worker = HandedOverSocket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=os.dup(primary.fileno()))
     worker.peek_first_request()
     yield client, worker, primary
-    for sock in (client, worker, primary):
-        sock.close()
+    worker.close()
+    primary.close()
 
 
 def _start_handler(worker):

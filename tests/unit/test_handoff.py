@@ -11,18 +11,6 @@ from master import handoff
 
 
 @pytest.fixture
-def tcp_pair():
-    """A listener and a connected client; yields (listener, client)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    client = socket.create_connection(listener.getsockname())
-    yield listener, client
-    client.close()
-    listener.close()
-
-
-@pytest.fixture
 def lane():
     """The primary's two ends of one lane; closed after the test."""
     lane = handoff.Lane()
