@@ -14,6 +14,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable
 
+from . import cpu_class
 from .backoff import Backoff
 from .config import Config
 from .exitcodes import (MASTER_APP_LOAD_ERROR as EXIT_APP_LOAD, MASTER_CANNOT_LISTEN as EXIT_CANNOT_LISTEN,
@@ -79,6 +80,10 @@ class Arbiter:
     def run(self) -> int:
         """Start, supervise until stopped, clean up; returns the exit status."""
         log.info("Master %s is running", os.getpid())
+        if self.cfg.batch_scheduling:
+            child_env, account = cpu_class.use_batch()
+            self.env.update(child_env)
+            log.info("Master %s", account)
         self.primary.setup_primary(app=self.cfg.app_module, bind=self.cfg.bind, env=self.env)
         self.primary.scheduling_policy = self.cfg.policy
         try:

@@ -19,6 +19,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
+from master import cpu_class  # noqa: E402
 from master.exitcodes import WORKER_APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR  # noqa: E402
 from master.exitcodes import WORKER_LISTEN_ERROR as EXIT_LISTEN_ERROR  # noqa: E402
 
@@ -97,6 +98,7 @@ def run_script(path: str, args: list[str]) -> int:
 def main() -> None:
     """Bootstrap one worker and exit with its status."""
     die_with_primary()
+    cpu_class.restore_in_child()  # before any thread starts: threads inherit it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the primary decides what Ctrl-C means
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the watchdog's stack dump

@@ -84,6 +84,7 @@ class Config:
     redis_data_dir: str = "var/redis"
     access_log: bool = False
     retry_idempotent: bool = True
+    batch_scheduling: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -107,6 +108,8 @@ OPTIONS: list[tuple[str, str, Any, Any, str]] = [
     ("--access-log", "ACCESS_LOG", str, "0", "log every request from the workers (1/0)"),
     ("--retry-idempotent", "RETRY_IDEMPOTENT", str, "1",
      "rr: give an idempotent request a SIGKILLed worker was serving to another worker, once (1/0)"),
+    ("--batch-scheduling", "BATCH_SCHEDULING", str, "1",
+     "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
 ]
 SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
@@ -219,6 +222,7 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
         redis_data_dir=values["--redis-data-dir"],
         access_log=parse_switch("--access-log", values["--access-log"]),
         retry_idempotent=parse_switch("--retry-idempotent", values["--retry-idempotent"]),
+        batch_scheduling=parse_switch("--batch-scheduling", values["--batch-scheduling"]),
     )
 
 

@@ -154,3 +154,40 @@ def _swallow(fn):
         fn()
     except Exception:  # noqa: BLE001 - the request is meant to be cut off
         pass
+
+
+def scheduling_class(pid: int) -> int:
+    return os.sched_getscheduler(pid)
+
+
+def test_master_runs_as_sched_batch_and_its_workers_do_not(master):
+    m = master(workers=2)
+    assert scheduling_class(m.pid) == os.SCHED_BATCH
+    assert "Master runs as SCHED_BATCH" in m.log()
+    first = m.workers()
+    assert [scheduling_class(pid) for pid in first] == [os.SCHED_OTHER] * 2
+    # A replacement is forked later, from the batch-class master: it too goes back.
+    os.kill(first[0], signal.SIGKILL)
+    replacement = wait_for(lambda: (set(m.listening_workers()) - set(first)) or None, timeout=10,
+                           what="a replacement worker").pop()
+    assert scheduling_class(replacement) == os.SCHED_OTHER
+
+
+def test_batch_scheduling_off_leaves_the_master_alone(master):
+    m = master("--batch-scheduling", "0", workers=1)
+    assert scheduling_class(m.pid) == os.SCHED_OTHER
+    assert "SCHED_BATCH" not in m.log()
+
+
+def test_a_class_chosen_by_whoever_started_the_master_is_kept(tmp_path):
+    # Started as SCHED_IDLE (say by `chrt -i 0`): the master keeps it, and so do its workers.
+    m = Master(tmp_path, "apps.hello:app", 1)
+    m.argv = [PYTHON, "-c", "import os, sys; os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0)); "
+              "os.execv(sys.executable, sys.argv[1:])", *m.argv]
+    try:
+        m.start().wait_ready(1)
+        assert scheduling_class(m.pid) == os.SCHED_IDLE
+        assert [scheduling_class(pid) for pid in m.workers()] == [os.SCHED_IDLE]
+        assert "stays in CPU scheduling class" in m.log()
+    finally:
+        m.kill_all()

@@ -76,6 +76,8 @@ def test_flags_win_over_their_environment_twins():
     assert load_config(["a:b"], {}).workers == available_cpus() >= 1
     assert load_config(["a:b", "--metrics-bind", "none"], {}).metrics_bind is None
     assert load_config(["a:b"], {"MAX_MEMORY": "512M"}).max_memory == 512 * 1024 ** 2
+    assert load_config(["a:b"], {}).batch_scheduling is True
+    assert load_config(["a:b"], {"BATCH_SCHEDULING": "off"}).batch_scheduling is False
 
 
 @pytest.mark.parametrize("argv, env, message", [
@@ -86,6 +88,7 @@ def test_flags_win_over_their_environment_twins():
     (["a:b", "--policy", "random"], {}, "unknown scheduling policy"),
     (["a:b", "--log-format", "xml"], {}, "expected text or json"),
     (["a:b", "--max-memory", "lots"], {}, "invalid size"),
+    (["a:b", "--batch-scheduling", "maybe"], {}, "invalid --batch-scheduling 'maybe': expected 1 or 0"),
     (["not an app"], {}, "invalid APP_MODULE"),
     ([], {}, "missing APP_MODULE"),
     (["a:b", "--no-such-flag"], {}, "unrecognized arguments"),
