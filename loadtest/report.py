@@ -4,6 +4,12 @@ import json
 from pathlib import Path
 
 TARGET_WORK_CEILING = 0.97     # /work at N = CPUs, as a share of N × the in-process ceiling
+# The scheduling-policy issue's goals: rr's spread of new connections, its cost against
+# shared (same run, same N), and requests lost when a worker is SIGKILLed under load.
+TARGET_RR_JAIN = 0.99
+TARGET_RR_VS_SHARED = 0.9
+NEW_CONNECTION_MODES = ("sequential", "concurrent")
+ZERO_LOSS_POLICIES = ("rr", "shared")
 TARGET_VS_GUNICORN = 1.10      # / and /count against gunicorn's best class at the same N
 
 
@@ -60,6 +66,34 @@ def targets(runs: list[dict], cpus: int) -> list[dict]:
                          "target": f"{r['endpoint']} ≥ {TARGET_VS_GUNICORN}× gunicorn best, p99 no worse",
                          "measured": f"{r['vs_gunicorn_best']:.2f}× {r['gunicorn_best']}, p99 ×{fmt(p99_ratio, 2)}",
                          "met": met})
+    return rows + policy_targets(runs, cpus)
+
+
+def policy_targets(runs: list[dict], cpus: int) -> list[dict]:
+    """The scheduling-policy goals: rr's spread and cost, and loss on SIGKILL."""
+    rows = []
+    ours = [r for r in runs if r.get("server") == "pycluster"]
+    for r in of_kind(ours, "fairness"):
+        if r["policy"] == "rr" and r["mode"] in NEW_CONNECTION_MODES and r.get("jain") is not None:
+            rows.append({"policy": "rr", "target": f"Jain ≥ {TARGET_RR_JAIN} over new connections ({r['mode']})",
+                         "measured": f"{r['jain']:.4f} ({' / '.join(map(str, r['per_worker']))})",
+                         "met": r["jain"] >= TARGET_RR_JAIN})
+    tput = {(r["policy"], r["endpoint"], r.get("conn", "keepalive")): r for r in of_kind(ours, "throughput")
+            if r["workers"] == cpus and r.get("rps")}
+    for (policy, endpoint, conn), rr in sorted(tput.items()):
+        shared = tput.get(("shared", endpoint, conn))
+        if policy != "rr" or endpoint != "/" or shared is None:
+            continue
+        ratio = rr["rps"] / shared["rps"]
+        how = "a new connection per request" if conn == "close" else "keep-alive"
+        rows.append({"policy": "rr", "target": f"/ ({how}) ≥ {TARGET_RR_VS_SHARED}× shared",
+                     "measured": f"{ratio:.2f}× ({rr['rps']:,.0f} vs {shared['rps']:,.0f} req/s; "
+                                 f"master {fmt(rr.get('master_cpu_pct'), 1)}% CPU)",
+                     "met": ratio >= TARGET_RR_VS_SHARED})
+    for r in of_kind(ours, "loss"):
+        if r["policy"] in ZERO_LOSS_POLICIES:
+            rows.append({"policy": r["policy"], "target": "0 requests lost when a worker is SIGKILLed under load",
+                         "measured": f"{r['failures']} of {r['requests']:,}", "met": r["failures"] == 0})
     return rows
 
 

@@ -58,6 +58,15 @@ class HandedOverSocket(socket.socket):
         """Leave the first request in the kernel's queue until the answer starts (if idempotent)."""
         self._peeked = 0
 
+    def no_retry(self) -> None:
+        """Take a peeked request out of the queue now: from here on it is never retried.
+
+        For a handler about to do something a second run would repeat (a GET that
+        counts), reached by apps as environ["pycluster.no_retry"]() (master/serve.py).
+        """
+        if self._peeked is not None:
+            self._consume_peeked()
+
     def close(self) -> None:
         """Shut the connection down, then close the descriptor."""
         _shut_down(self)

@@ -21,6 +21,10 @@ from . import handoff
 from .handed_over import HandedOverSocket
 from .scheduling.base import ListenError, bind_socket
 
+# Call environ[NO_RETRY]() before a side effect a second run would repeat: under rr an
+# idempotent request whose worker is SIGKILLed before it answers is otherwise served again
+# by another worker (master/handed_over.py). A no-op elsewhere.
+NO_RETRY = "pycluster.no_retry"
 IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
 POLL = 0.02
 
@@ -44,6 +48,12 @@ class TrackedHandler(WSGIHandler):
             return super().read_requestline()
         finally:
             self.idle_since = None
+
+    def get_environ(self) -> dict:
+        """pywsgi's environ, plus environ["pycluster.no_retry"] (always there, so apps need no check)."""
+        environ = super().get_environ()
+        environ[NO_RETRY] = getattr(self.socket, "no_retry", _nothing)
+        return environ
 
     def log_request(self) -> None:
         """Access logs are off by default: a line per request costs real throughput."""
@@ -179,6 +189,10 @@ class ClusterServer(WSGIServer):
                     _close_idle(handler)
             gevent.sleep(POLL)
         self.group.kill(block=False)
+
+
+def _nothing() -> None:
+    """environ["pycluster.no_retry"] where nothing is peeked at (shared, reuseport, retries off)."""
 
 
 def _close_fd(fd: int) -> None:

@@ -5,10 +5,12 @@ from urllib.parse import parse_qs
 
 
 def app(environ, start_response):
-    """/ -> pid; /sleep?s= -> cooperative wait; /spin?s= -> CPU busy loop; /exit -> os._exit(1); /peer."""
+    """/ -> pid; /sleep?s=[&no_retry=1] -> cooperative wait; /spin?s= -> CPU busy loop; /exit -> os._exit(1); /peer."""
     path = environ.get("PATH_INFO", "/")
     query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     if path == "/sleep":
+        if query.get("no_retry"):
+            environ["pycluster.no_retry"]()  # as a handler with side effects would
         time.sleep(float(query.get("s", "1")))  # gevent-patched: the worker stays responsive
     elif path == "/spin":
         end = time.monotonic() + float(query.get("s", "1"))

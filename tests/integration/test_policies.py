@@ -217,6 +217,19 @@ def test_rr_does_not_retry_a_post_or_with_retries_off(master, method, flags):
     assert "error" in outcome and "response" not in outcome
 
 
+@pytest.mark.parametrize("policy", ["rr", "shared"])
+def test_a_handler_can_rule_out_its_retry(master, policy):
+    # environ["pycluster.no_retry"]() before a side effect: killed afterwards, the GET is not
+    # served again (the app's /count does this); under shared it is there and does nothing.
+    m = master("--policy", policy, workers=2)
+    assert get(f"{m.url}/sleep?s=0&no_retry=1").status_code == 200
+    thread, outcome = _request_in_background("GET", f"{m.url}/sleep?s=3&no_retry=1")
+    victim = _serving_worker(m)
+    os.kill(victim, signal.SIGKILL)
+    thread.join(20)
+    assert "error" in outcome and "response" not in outcome
+
+
 def test_rr_does_not_pass_on_a_request_that_crashed_its_worker(master):
     m = master("--policy", "rr", workers=2)
     before = set(m.workers())

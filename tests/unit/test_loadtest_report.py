@@ -83,6 +83,33 @@ def test_targets_judge_work_against_the_ceiling_and_hello_against_gunicorn():
     assert hello["met"] is False  # 196/180 = 1.09 < 1.10
 
 
+def test_policy_targets_judge_rr_spread_and_cost_and_loss_on_sigkill():
+    runs = sample_runs()
+    for policy, rps in (("rr", 4_400.0), ("shared", 5_000.0)):
+        runs.append({"kind": "throughput", "server": "pycluster", "policy": policy, "workers": 2, "endpoint": "/",
+                     "conn": "close", "rps": rps, "master_cpu_pct": 9.5 if policy == "rr" else 0.0})
+    runs.append({"kind": "throughput", "server": "pycluster", "policy": "shared", "workers": 2, "endpoint": "/",
+                 "conn": "keepalive", "rps": 3_900.0})
+    runs.append({"kind": "fairness", "server": "pycluster", "policy": "rr", "workers": 2, "mode": "concurrent",
+                 "requests": 2000, "per_worker": [1100, 900], "jain": 0.99, "max_min": 1.22, "top_share": 0.55})
+    runs.append({"kind": "fairness", "server": "pycluster", "policy": "rr", "workers": 2, "mode": "keepalive",
+                 "requests": 2000, "per_worker": [2000, 0], "jain": 0.5, "max_min": None, "top_share": 1.0})
+    runs.append({"kind": "loss", "server": "pycluster", "policy": "shared", "workers": 2, "requests": 1200,
+                 "failures": 2, "by_kind": {"ok": 1198, "reset": 2}})
+    runs.append({"kind": "loss", "server": "gunicorn", "policy": "sync", "workers": 2, "requests": 1200,
+                 "failures": 5, "by_kind": {"ok": 1195, "reset": 5}})
+    rows = {(r["policy"], r["target"]): r for r in report.policy_targets(runs, cpus=2)}
+    assert rows["rr", "Jain ≥ 0.99 over new connections (sequential)"]["met"] is True
+    assert rows["rr", "Jain ≥ 0.99 over new connections (concurrent)"]["met"] is True
+    assert not any("keepalive" in target for _, target in rows)  # one choice per connection: not judged
+    close = rows["rr", "/ (a new connection per request) ≥ 0.9× shared"]
+    assert close["met"] is False and close["measured"].startswith("0.88× (4,400 vs 5,000")
+    assert rows["rr", "/ (keep-alive) ≥ 0.9× shared"]["met"] is True  # 7,840 vs 3,900
+    assert rows["rr", "0 requests lost when a worker is SIGKILLed under load"]["met"] is True
+    assert rows["shared", "0 requests lost when a worker is SIGKILLed under load"]["measured"] == "2 of 1,200"
+    assert len(rows) == 6  # gunicorn's loss and reuseport's are reported, not judged
+
+
 def test_report_writes_json_markdown_and_plots(tmp_path):
     from loadtest.stats import add_derived
 
