@@ -25,6 +25,7 @@ from .scheduling.base import ListenError, bind_socket
 # idempotent request whose worker is SIGKILLed before it answers is otherwise served again
 # by another worker (master/handed_over.py). A no-op elsewhere.
 NO_RETRY = "pycluster.no_retry"
+GATHER_MAX = 64 * 1024  # a first body chunk up to this goes out in the headers' write
 IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
 POLL = 0.02
 
@@ -54,6 +55,32 @@ class TrackedHandler(WSGIHandler):
         environ = super().get_environ()
         environ[NO_RETRY] = getattr(self.socket, "no_retry", _nothing)
         return environ
+
+    # -- one write for the head and the first body chunk ----------------------------------
+    # pywsgi sends the status line and headers, then the body, in two writes: a worker
+    # killed between them leaves the client with headers and no body, an answer nobody can
+    # complete or retry. Gathered into one write (up to GATHER_MAX), a kill lands either
+    # before it (the request is still whole: rr retries it) or after it (the whole answer
+    # is in the kernel's hands); and a small answer costs one system call and one segment.
+    _gathering: bytearray | None = None
+
+    def _write_with_headers(self, data: bytes) -> None:
+        if not data or len(data) > GATHER_MAX:
+            super()._write_with_headers(data)
+            return
+        self._gathering = bytearray()
+        try:
+            super()._write_with_headers(data)  # its sends land in _gathering
+            gathered = self._gathering
+        finally:
+            self._gathering = None
+        super()._sendall(gathered)
+
+    def _sendall(self, data: bytes) -> None:
+        if self._gathering is not None:
+            self._gathering += data
+            return
+        super()._sendall(data)
 
     def log_request(self) -> None:
         """Access logs are off by default: a line per request costs real throughput."""

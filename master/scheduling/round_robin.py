@@ -2,12 +2,15 @@
 
 Connections travel down each worker's handoff lane (master/handoff.py). Workers take
 turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
-has room (Node allows one unacknowledged handle; a few let a busy primary put several
-connections in one record without giving up the turn order). When every worker is that far
-behind, as on a saturated machine, they keep taking turns up to MAX_BEHIND each: holding
-connections back in the primary would not serve them sooner, and waking the primary each
-time a worker catches up (a PING/PONG round trip) cost more than a quarter of its time
-per connection. Only past MAX_BEHIND does the primary wait to hear from a worker.
+has room (Node allows one unacknowledged handle; more let a busy primary put several
+connections in one record without giving up the turn order). Only when every worker is
+that far behind does the primary wait to hear from one (a PING/PONG round trip).
+
+The cap is a stall guard, not a pace: under load the primary runs as SCHED_BATCH
+(master/cpu_class.py) and hands connections over in bursts, and a worker that is merely
+busy for a moment falls several behind. With a cap of 8, bursts of new connections tipped
+the spread to 1190/810 (Jain 0.965) in the concurrent fairness run; at 16 it stays even.
+A worker stalled for real (a long CPU-bound request) still holds at most 16 waiting clients.
 
 Nothing handed over is ever lost to a worker that drains or dies: a draining worker sends
 unserved connections back, and what a dead worker never read is read back from its lane;
@@ -33,8 +36,7 @@ from .. import handoff
 from .base import Handle, Reply
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
-MAX_IN_FLIGHT = 8  # connections a worker may leave unread while another worker has room
-MAX_BEHIND = 16  # ... and when none has: past this the primary waits for a worker to catch up
+MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has room; then we wait
 HELD = 32  # copies kept of each worker's latest connections, to rescue what a dying worker took
 # (enough to cover a slow request while many fast ones pass it; a copy costs one descriptor)
 
@@ -124,24 +126,24 @@ class RoundRobinHandle(Handle):
         self.distribute()
 
     # -- handing over -----------------------------------------------------------------------
-    def _has_room(self, worker_id: int, share: int, cap: int) -> bool:
+    def _has_room(self, worker_id: int, share: int) -> bool:
         lane = self.lanes[worker_id]
-        if lane.unread + share < cap:
+        if lane.unread + share < MAX_IN_FLIGHT:
             return True
         # `unread` only grows between refreshes, so one system call settles a doubt; a
         # worker we have pinged is known to be behind until its PONG says otherwise.
-        return not lane.pinged and lane.refresh() + share < cap
+        return not lane.pinged and lane.refresh() + share < MAX_IN_FLIGHT
 
-    def _deal(self, turns: list[int], shares: list[list[handoff.Conn]], cap: int, start: int) -> int:
-        """Deal pending connections in turn from `start` to workers under `cap`.
+    def _deal(self, turns: list[int], shares: list[list[handoff.Conn]]) -> int:
+        """Deal pending connections in turn to workers with room.
 
-        Returns one past the index of the last worker served (`start` if none was).
+        Returns one past the index of the last worker served (0 if none was).
         """
         pending, full = self.pending, [False] * len(turns)
-        i, given, full_count = start % len(turns), start, 0
+        i = given = full_count = 0
         while pending and full_count < len(turns):
             if not full[i]:
-                if self._has_room(turns[i], len(shares[i]), cap):
+                if self._has_room(turns[i], len(shares[i])):
                     shares[i].append(pending.popleft())
                     given = i + 1
                 else:
@@ -157,17 +159,14 @@ class RoundRobinHandle(Handle):
             return
         pending, turns = self.pending, list(self.turns)
         shares: list[list[handoff.Conn]] = [[] for _ in turns]
-        given = 0
-        for cap in (MAX_IN_FLIGHT, MAX_BEHIND):
-            if pending and turns:
-                given = self._deal(turns, shares, cap, given)
+        given = self._deal(turns, shares) if pending and turns else 0
         if given:
             self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served
         for worker_id, conns in zip(turns, shares):
             if conns and not self._send(worker_id, conns):
                 pending.extendleft(reversed(conns))
         if pending:
-            # Every worker is MAX_BEHIND behind: each says when it has caught up (a PONG wakes us).
+            # Every worker is MAX_IN_FLIGHT behind: each says when it has caught up (a PONG wakes us).
             for worker_id in self.turns:
                 self.lanes[worker_id].ping()
         # Backpressure: accept only while the queue has room.
@@ -195,7 +194,7 @@ class RoundRobinHandle(Handle):
         try:
             lane.send(conns)
         except OSError:  # full (or unusable): the caller keeps them, the worker sits out
-            lane.unread = max(lane.unread, MAX_BEHIND)
+            lane.unread = max(lane.unread, MAX_IN_FLIGHT)
             return False
         self.handed += len(conns)
         held = self.held[worker_id]

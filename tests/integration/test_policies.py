@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -237,3 +238,24 @@ def test_rr_does_not_pass_on_a_request_that_crashed_its_worker(master):
         get(f"{m.url}/exit", timeout=10)  # os._exit(1) while serving: the request is to blame
     m.wait_ready(2)
     assert len(before & set(m.workers())) == 1  # the other worker never got it, so it lives on
+
+
+TCPI_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in struct tcp_info (Linux 4.6+)
+
+
+@pytest.mark.parametrize("policy", ["rr", "shared"])
+def test_a_small_answer_leaves_in_one_write(master, policy):
+    # Head and body in one segment: a worker killed mid-answer never leaves a client with
+    # headers and no body (workers set TCP_NODELAY, so two writes would be two segments).
+    m = master("--policy", policy, workers=1)
+    with socket.create_connection(("127.0.0.1", m.port), timeout=5) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        response = b""
+        while chunk := client.recv(65536):
+            response += chunk
+        info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    assert response.startswith(b"HTTP/1.1 200") and response.endswith(b"\n")
+    assert struct.unpack_from("I", info, TCPI_DATA_SEGS_IN)[0] == 1
+    for size in (0, 1, 64 * 1024, 64 * 1024 + 1, 300_000):  # around and past what one write gathers
+        body = get(f"{m.url}/big?n={size}").content
+        assert body == b"x" * size
