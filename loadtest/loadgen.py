@@ -32,10 +32,12 @@ def classify(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return "reset"
+    # Before the reset test: RemoteDisconnected is a ConnectionResetError subclass, though it
+    # means the peer closed (a FIN) without answering, not a reset.
     if isinstance(exc, http.client.RemoteDisconnected | http.client.IncompleteRead):
         return "closed"  # the peer closed without (a whole) answer: a dropped request
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "reset"
     if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
         return "refused"
     return "error"
