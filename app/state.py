@@ -21,13 +21,11 @@ def count():
     """Increment the shared page-view counter and return its new value."""
     # A GET that counts: if this worker is killed after the INCR, serving the request again
     # elsewhere would count it twice, so pycluster must not retry it (a no-op elsewhere).
-    request.environ.get("pycluster.no_retry", _nothing)()
+    no_retry = request.environ.get("pycluster.no_retry")
+    if no_retry:
+        no_retry()
     # INCR is atomic in Redis, so concurrent workers never lose an increment.
     return {"worker": os.getpid(), "totalViews": get_redis().incr(COUNTER_KEY)}
-
-
-def _nothing():
-    """Stands in for pycluster.no_retry under other servers."""
 
 
 def _bad_session_id(session_id):

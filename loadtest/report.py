@@ -78,14 +78,13 @@ def policy_targets(runs: list[dict], cpus: int) -> list[dict]:
             rows.append({"policy": "rr", "target": f"Jain ≥ {TARGET_RR_JAIN} over new connections ({r['mode']})",
                          "measured": f"{r['jain']:.4f} ({' / '.join(map(str, r['per_worker']))})",
                          "met": r["jain"] >= TARGET_RR_JAIN})
-    tput = {(r["policy"], r["endpoint"], r.get("conn", "keepalive")): r for r in of_kind(ours, "throughput")
-            if r["workers"] == cpus and r.get("rps")}
-    for (policy, endpoint, conn), rr in sorted(tput.items()):
-        shared = tput.get(("shared", endpoint, conn))
-        if policy != "rr" or endpoint != "/" or shared is None:
+    tput = {(r["policy"], r.get("conn", "keepalive")): r for r in of_kind(ours, "throughput")
+            if r["endpoint"] == "/" and r["workers"] == cpus and r.get("rps")}
+    for conn, how in (("close", "a new connection per request"), ("keepalive", "keep-alive")):
+        rr, shared = tput.get(("rr", conn)), tput.get(("shared", conn))
+        if rr is None or shared is None:
             continue
         ratio = rr["rps"] / shared["rps"]
-        how = "a new connection per request" if conn == "close" else "keep-alive"
         rows.append({"policy": "rr", "target": f"/ ({how}) ≥ {TARGET_RR_VS_SHARED}× shared",
                      "measured": f"{ratio:.2f}× ({rr['rps']:,.0f} vs {shared['rps']:,.0f} req/s; "
                                  f"master {fmt(rr.get('master_cpu_pct'), 1)}% CPU)",

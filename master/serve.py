@@ -8,7 +8,6 @@ clients move to another worker at a request boundary instead of being cut mid-re
 from __future__ import annotations
 
 import _socket
-import os
 import socket
 import time
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from . import handoff
 from .handed_over import HandedOverSocket
-from .scheduling.base import ListenError, bind_socket
+from .scheduling.base import ListenError, bind_socket, close_fd
 
 # Call environ[NO_RETRY]() before a side effect a second run would repeat: under rr an
 # idempotent request whose worker is SIGKILLed before it answers is otherwise served again
@@ -185,7 +184,7 @@ class ClusterServer(WSGIServer):
         except OSError:
             pass  # the primary is gone: nobody is left to serve them
         for fd, _ in conns:
-            _close_fd(fd)
+            close_fd(fd)
 
     def stop_taking_connections(self) -> None:
         """Take no new connections (rr: the lane sends handoffs back while draining).
@@ -220,13 +219,6 @@ class ClusterServer(WSGIServer):
 
 def _nothing() -> None:
     """environ["pycluster.no_retry"] where nothing is peeked at (shared, reuseport, retries off)."""
-
-
-def _close_fd(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _close_idle(handler: TrackedHandler) -> None:

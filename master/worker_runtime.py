@@ -20,6 +20,7 @@ import gevent.event
 
 from . import ipc
 from .events import EventEmitter
+from .scheduling.base import close_fd
 from .stats import rss_bytes
 
 HEARTBEAT_INTERVAL = float(os.environ.get("PYCLUSTER_HEARTBEAT_INTERVAL", "1.0"))
@@ -139,12 +140,12 @@ class WorkerRuntime(EventEmitter):
                 pending.set((message, fds))
             else:
                 for fd in fds:
-                    _close_fd(fd)
+                    close_fd(fd)
         elif act == "disconnect":
             self.begin_drain()
         else:
             for fd in fds:
-                _close_fd(fd)
+                close_fd(fd)
 
     # -- leaving --------------------------------------------------------------------------
     def disconnect(self) -> None:
@@ -211,13 +212,6 @@ class WorkerRuntime(EventEmitter):
             if not self.notify("heartbeat", **self.stats()):
                 return
             gevent.sleep(HEARTBEAT_INTERVAL)
-
-
-def _close_fd(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def _exit_now() -> None:
