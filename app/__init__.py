@@ -5,6 +5,9 @@ import time
 
 from flask import Flask
 
+from .redis_settings import DEFAULTS as REDIS_DEFAULTS
+from .redis_settings import ENV_NAMES as REDIS_ENV_NAMES
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SESSION_TTL = 1800
 MAX_BODY_BYTES = 16 * 1024
@@ -32,11 +35,12 @@ def _load_config(app, test_config):
         REDIS_MAX_CONNECTIONS=512,
         WORK_MS=10,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        **REDIS_DEFAULTS,
     )
     app.config.from_prefixed_env()
-    # REDIS_URL and SESSION_TTL are the public contract (compose files and docs use them),
-    # so the plain names win over FLASK_REDIS_URL and friends.
-    for name in ("REDIS_URL", "SESSION_TTL"):
+    # REDIS_URL, SESSION_TTL and the REDIS_* settings are the public contract (compose and stack
+    # files and docs use them), so the plain names win over FLASK_REDIS_URL and friends.
+    for name in ("REDIS_URL", "SESSION_TTL", *REDIS_ENV_NAMES):
         if os.environ.get(name):
             app.config[name] = os.environ[name]
     if test_config is not None:

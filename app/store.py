@@ -1,4 +1,8 @@
-"""The Redis client of one worker process: created on first use, never inherited across fork."""
+"""The Redis client of one worker process: created on first use, never inherited across fork.
+
+The client is either a plain one for REDIS_URL, or one that follows the primary through Redis
+Sentinel (REDIS_SENTINELS); app/redis_settings.py says which, and checks the settings at start-up.
+"""
 
 import os
 import threading
@@ -6,53 +10,91 @@ import time
 
 import redis
 from flask import current_app
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from . import redis_settings
+from .acknowledged import AcknowledgedRedis
 
 # Errors that mean "Redis is not reachable right now" (BusyLoadingError, raised while Redis
-# replays its AOF after a restart, is a ConnectionError); the views answer 503 for these.
+# replays its AOF after a restart, is a ConnectionError, and so are MasterNotFoundError, raised
+# while no Sentinel knows a primary, and NotReplicated); the views answer 503 for these.
 UNAVAILABLE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 _WARN_EVERY_S = 5.0
 
 
-class RedisStore:
-    """Holds one lazily created redis.Redis per process for one app."""
+def _command_retry():
+    """Retry only ConnectionError (refused, reset), never a timeout: within the 1 s budget."""
+    # A timed-out command may have run already; with a single server, retrying an INCR could
+    # count twice (with Sentinels the increment runs once whatever happens: app/acknowledged.py).
+    # Refused connects fail at once, so three tries with 50/100 ms backoff stay far below the
+    # 1 s budget even when a stale pooled connection makes redis-py reconnect inside its retry.
+    return Retry(
+        ExponentialBackoff(cap=0.1, base=0.025),
+        retries=2,
+        supported_errors=(redis.exceptions.ConnectionError,),
+    )
 
-    def __init__(self, config):
+
+class RedisStore:
+    """Holds one lazily created client per process for one app."""
+
+    def __init__(self, settings: redis_settings.RedisSettings):
         """Remember the settings; no socket, pool or client is created here."""
-        self.url = config["REDIS_URL"]
-        self.connect_timeout = float(config["REDIS_CONNECT_TIMEOUT"])
-        self.socket_timeout = float(config["REDIS_SOCKET_TIMEOUT"])
-        self.max_connections = int(config["REDIS_MAX_CONNECTIONS"])
+        self.settings = settings
         self._client = None
         self._pid = None
         self._lock = threading.Lock()
         self._last_warning = float("-inf")
 
-    def _make_client(self):
-        """Build a client with its own pool, bounded so a dead Redis fails fast."""
-        # Retry only ConnectionError (refused, reset): a timed-out INCR may have run already,
-        # and retrying it would count twice. Refused connects fail at once, so three tries with
-        # 50/100 ms backoff stay far below the 1 s budget even when a stale pooled
-        # connection makes redis-py reconnect inside its command retry.
-        retry = Retry(
-            ExponentialBackoff(cap=0.1, base=0.025),
-            retries=2,
-            supported_errors=(redis.exceptions.ConnectionError,),
-        )
+    def _make_plain_client(self):
+        """A client of the one server at REDIS_URL, with its own bounded pool."""
+        s = self.settings
         # A plain (non-blocking) pool: a greenlet never queues for a connection, so a busy
         # worker cannot turn a pool wait into a spurious 503; max_connections only caps the
         # sockets one worker may open, and going past it fails fast as unavailable.
+        options = {"password": s.password} if s.password else {}
         pool = redis.ConnectionPool.from_url(
-            self.url,
-            max_connections=self.max_connections,
-            socket_connect_timeout=self.connect_timeout,
-            socket_timeout=self.socket_timeout,
-            retry=retry,
+            s.url,
+            max_connections=s.max_connections,
+            socket_connect_timeout=s.connect_timeout,
+            socket_timeout=s.socket_timeout,
+            retry=_command_retry(),
             decode_responses=True,
+            **options,
         )
         return redis.Redis(connection_pool=pool)
+
+    def _make_sentinel_client(self):
+        """A client of whichever server the Sentinels name primary; increments are acknowledged."""
+        s = self.settings
+        # Asking a dead Sentinel must cost one connect timeout, then the next one is asked:
+        # no retries there (redis-py's default would back off for seconds).
+        sentinel = Sentinel(
+            list(s.sentinels),
+            sentinel_kwargs={
+                "password": s.password,
+                "socket_connect_timeout": s.connect_timeout,
+                "socket_timeout": s.socket_timeout,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        client = sentinel.master_for(
+            s.master_name,
+            redis_class=AcknowledgedRedis,
+            password=s.password,
+            max_connections=s.max_connections,
+            socket_connect_timeout=s.connect_timeout,
+            socket_timeout=s.socket_timeout,
+            retry=_command_retry(),
+            decode_responses=True,
+        )
+        return client.configure(s.wait_replicas, s.wait_timeout_ms, s.wait_strict)
+
+    def _make_client(self):
+        return self._make_sentinel_client() if self.settings.uses_sentinel else self._make_plain_client()
 
     @property
     def client(self):
@@ -100,5 +142,5 @@ def get_redis():
 
 
 def init_app(app):
-    """Attach a RedisStore built from app.config; it connects on first use."""
-    app.extensions["pycluster.redis"] = RedisStore(app.config)
+    """Check the Redis settings (ValueError naming the bad one) and attach a RedisStore."""
+    app.extensions["pycluster.redis"] = RedisStore(redis_settings.from_config(app.config))
