@@ -12,10 +12,10 @@ import redis
 from flask import current_app
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from . import redis_settings
 from .acknowledged import AcknowledgedRedis
+from .resolving_sentinel import ResolvingSentinel
 
 # Errors that mean "Redis is not reachable right now" (BusyLoadingError, raised while Redis
 # replays its AOF after a restart, is a ConnectionError, and so are MasterNotFoundError, raised
@@ -72,7 +72,7 @@ class RedisStore:
         s = self.settings
         # Asking a dead Sentinel must cost one connect timeout, then the next one is asked:
         # no retries there (redis-py's default would back off for seconds).
-        sentinel = Sentinel(
+        sentinel = ResolvingSentinel(
             list(s.sentinels),
             sentinel_kwargs={
                 "password": s.password,

@@ -1,6 +1,7 @@
 """`python -m loadtest.chaos [--scenario NAME] [--compose]`: faults injected under load, judged by numbers.
 
-Scenarios: worker-kill, worker-hang, redis-outage, rolling-restart, graceful-shutdown. Each prints one
+Scenarios: worker-kill, worker-hang, redis-outage, rolling-restart, graceful-shutdown, and the whole stack's
+replica-kill, redis-primary-kill, swarm-node-kill (loadtest/chaos_stack.py). Each prints one
 verdict line and writes docs/chaos/<scenario>.json and docs/chaos/<scenario>.png. Load is GET / and
 GET /count on new connections (so the policy decides every request); lost increments compare the
 successful /count answers with the change of the counter in Redis and must be 0.
@@ -16,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest import chaos_stack
 from loadtest.loadgen import LoadGen, kinds
 from loadtest.servers import HOST, REPO, RedisServer, Server, master_available, wait_http
 from loadtest.timeline import baseline, buckets, plot, recovery_time
@@ -259,6 +261,7 @@ SCENARIOS = {
     "redis-outage": redis_outage,
     "rolling-restart": rolling_restart,
     "graceful-shutdown": graceful_shutdown,
+    **chaos_stack.SCENARIOS,  # the whole stack: replica-kill, redis-primary-kill, swarm-node-kill
 }
 
 
@@ -355,7 +358,8 @@ def main(argv=None) -> int:
     meta["quick"] = args.quick
     results = []
     for name in args.scenario or list(SCENARIOS):
-        res = run_scenario(name, make_target, timing, Path(args.out), meta)
+        stack = chaos_stack.TARGETS.get(name)  # a stack scenario brings up a stack of its own
+        res = run_scenario(name, stack or make_target, timing, Path(args.out), {**meta, **chaos_stack.META.get(name, {})})
         print(verdict_line(res), flush=True)
         results.append(res)
     return 0 if all(r["passed"] for r in results) else 1
