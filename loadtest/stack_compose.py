@@ -48,15 +48,32 @@ def wait_until(predicate, deadline: float, what: str, step: float = 0.2):
     raise AssertionError(f"{what}: not reached in {deadline:.0f} s (last: {last!r})")
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict, str]:
+class Headers(dict):
+    """Response headers, looked up without regard to case (HAProxy sends names in lower case)."""
+
+    def __init__(self, items=()):
+        super().__init__((k.lower(), v) for k, v in items)
+
+    def __getitem__(self, name):
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name):
+        return super().__contains__(str(name).lower())
+
+    def get(self, name, default=None):
+        """The value of header `name`, or default."""
+        return super().get(name.lower(), default)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, Headers, str]:
     """GET url: (status, headers, body text); status 0 when nothing answered."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, dict(resp.headers), resp.read().decode("utf-8", "replace")
+            return resp.status, Headers(resp.headers.items()), resp.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read().decode("utf-8", "replace")
+        return err.code, Headers(err.headers.items()), err.read().decode("utf-8", "replace")
     except (urllib.error.URLError, OSError) as err:
-        return 0, {}, str(err)
+        return 0, Headers(), str(err)
 
 
 def docker(*argv: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
@@ -165,6 +182,19 @@ class ComposeProject:
                 if not row.get("status", "").startswith("MAINT"):
                     servers[row["svname"]] = row["status"]
         return servers
+
+    def server_of(self, container: str) -> str | None:
+        """The HAProxy slot (X-Server) that has this container's address, or None."""
+        networks = self.inspect(container)["NetworkSettings"]["Networks"]
+        addresses = {n["IPAddress"] for n in networks.values() if n.get("IPAddress")}
+        code, _, body = http_get(f"http://127.0.0.1:{self.stats_port}/;csv", timeout=3)
+        lines = body.lstrip("# ").splitlines() if code == 200 else []
+        header = lines[0].split(",") if lines else []
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == "app" and row.get("addr", "").rpartition(":")[0] in addresses:
+                return row["svname"]
+        return None
 
     def wait_servers_up(self, count: int, deadline: float = 60) -> dict[str, str]:
         """Wait until HAProxy has exactly `count` app servers UP and none in another state."""

@@ -1,11 +1,13 @@
 """The compose stack under the real Docker engine: one build and one project per test session.
 
-Every test here takes the `stack` fixture, which
+Every compose test here takes the `stack` fixture, which
 - skips when no Docker engine with the Compose v2 plugin answers, or FAILS when REQUIRE_DOCKER=1;
 - builds the images once (tagged `pycluster-*:e2e`, so a later session reuses the layer cache);
-- brings the default stack (redis, app, locust, locust-worker) up under a project name of its own,
-  publishing on free loopback ports, and waits for health with a deadline;
-- always tears it down with `down -v` (containers, network, the Redis volume).
+- brings the default stack (HAProxy, two app replicas, Redis primary and replica, three Sentinels,
+  Locust) up under a project name of its own, publishing on free loopback ports, and waits until
+  HAProxy has both replicas in rotation and the Sentinels know the replica;
+- always tears it down with `down -v` (containers, networks, the Redis volumes).
+The swarm tests (test_swarm.py) bring up a swarm of their own with ensure-swarm.
 """
 
 import json
@@ -20,23 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.stack_compose import ComposeProject
+from loadtest.stack_knobs import KNOBS
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-# Knobs of docker-compose.yml (see .env.example): stripped from the inherited environment so a
-# developer's shell cannot change what the tests run against.
-COMPOSE_KNOBS = (
-    "PYTHON_IMAGE", "REDIS_IMAGE", "IMAGE_PREFIX", "IMAGE_TAG", "PUBLISH_ADDR", "APP_PORT",
-    "LOCUST_WEB_PORT", "BASELINE_PORT", "APP_MODULE", "REDIS_URL", "REDIS_APPENDFSYNC",
-    "GRACEFUL_TIMEOUT", "STOP_GRACE_PERIOD", "WORKERS", "CLUSTER_SCHED_POLICY", "WORKER_TIMEOUT",
-    "MAX_REQUESTS", "MAX_REQUESTS_JITTER", "MAX_MEMORY", "ACCESS_LOG", "RETRY_IDEMPOTENT", "BATCH_SCHEDULING", "METRICS_BIND", "LOG_FORMAT", "LOCUSTFILE", "TARGET_HOST", "LOCUST_USERS", "LOCUST_SPAWN_RATE",
-    "LOCUST_RUN_TIME", "LOCUST_AUTOSTART", "LOCUST_USER_CLASSES", "LOCUST_MAX_FAIL_RATIO",
-    "LOCUST_MAX_P95_MS", "LOAD_WAIT_MAX", "STEP_USERS", "STEP_SECONDS", "STEP_COUNT",
-    "STEP_SPAWN_RATE", "COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES",
-)
+# Knobs of docker-compose.yml: stripped from the inherited environment so a developer's shell
+# cannot change what the tests run against (loadtest/stack_knobs.py reads them off the file).
+COMPOSE_KNOBS = KNOBS
 
 BUILD_TIMEOUT = 600
 UP_TIMEOUT = 150
+REPLICAS = 2  # the compose file's default APP_REPLICAS
 
 # Runs inside the app container (no ps/pgrep in the slim image): the master and its workers.
 PROCS_SCRIPT = r"""
@@ -89,62 +87,30 @@ def free_port():
         return sock.getsockname()[1]
 
 
-class Stack:
-    """One compose project: run compose commands, reach published ports, look inside the app."""
+class Stack(ComposeProject):
+    """The session's compose project: ComposeProject's commands, plus a look inside the app replicas."""
+
+    build_seconds: float = 0.0
 
     def __init__(self, project, env, env_file):
-        self.project = project
-        self.env = env
-        self.env_file = env_file
-        self.app_port = int(env["APP_PORT"])
+        super().__init__(project, env, env_file)
         self.locust_port = int(env["LOCUST_WEB_PORT"])
         self.baseline_port = int(env["BASELINE_PORT"])
-
-    # --- compose ------------------------------------------------------------------------------
-    def argv(self, *args):
-        """The docker compose command line for this project."""
-        return ["docker", "compose", "-f", str(COMPOSE_FILE), "--env-file", self.env_file,
-                "-p", self.project, *args]
-
-    def compose(self, *args, timeout=120, check=True, env=None):
-        """Run `docker compose ARGS` and return the CompletedProcess (text)."""
-        done = subprocess.run(self.argv(*args), cwd=ROOT, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
-        if check and done.returncode != 0:
-            raise AssertionError(
-                f"docker compose {' '.join(args)} exited {done.returncode}\n"
-                f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
-        return done
 
     def popen(self, *args, env=None):
         """Start `docker compose ARGS` in the background; stdout and stderr are pipes."""
         return subprocess.Popen(self.argv(*args), cwd=ROOT, env={**self.env, **(env or {})},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def logs(self, service="", tail=80):
-        """The last lines of a service's logs (all services when empty), for failure messages."""
-        args = ["logs", "--no-color", "--tail", str(tail)] + ([service] if service else [])
-        done = self.compose(*args, check=False, timeout=30)
-        return done.stdout[-6000:] + done.stderr[-2000:]
-
-    def containers(self, service=None):
-        """`docker compose ps -a --format json` parsed: one dict per container."""
-        args = ["ps", "-a", "--format", "json"] + ([service] if service else [])
-        out = self.compose(*args).stdout.strip()
-        if not out:
-            return []
-        if out.startswith("["):  # older compose prints one array
-            return json.loads(out)
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-
     def container_id(self, service):
         """The id of the service's (first) container."""
         return self.compose("ps", "-a", "-q", service).stdout.split()[0]
 
-    def inspect(self, service):
-        """`docker inspect` of the service's container."""
-        cid = self.container_id(service)
-        done = subprocess.run(["docker", "inspect", cid], capture_output=True, text=True, timeout=30, check=True)
+    def inspect(self, service_or_container):
+        """`docker inspect` of a container, or of a service's first container."""
+        names = {c["Name"] for c in self.containers()}
+        target = service_or_container if service_or_container in names else self.container_id(service_or_container)
+        done = subprocess.run(["docker", "inspect", target], capture_output=True, text=True, timeout=30, check=True)
         return json.loads(done.stdout)[0]
 
     def health(self, service):
@@ -153,7 +119,7 @@ class Stack:
         return state.get("Health", {}).get("Status") or state["Status"]
 
     def wait_health(self, service, want="healthy", deadline_s=60.0):
-        """Poll until the service's container reports `want`; fail with its logs at the deadline."""
+        """Poll until the service's (first) container reports `want`; fail with its logs at the deadline."""
         deadline = time.monotonic() + deadline_s
         status = None
         while time.monotonic() < deadline:
@@ -164,22 +130,29 @@ class Stack:
         raise AssertionError(f"{service} is {status!r}, not {want!r}, after {deadline_s:.0f} s\n"
                              + self.logs(service))
 
-    def exec_app(self, *argv, timeout=60, check=True, user=None):
-        """Run a command inside the app container (as the image's user unless told)."""
-        args = ["exec", "-T"] + (["--user", user] if user else []) + ["app", *argv]
-        return self.compose(*args, timeout=timeout, check=check)
+    def exec_app(self, *argv, timeout=60, check=True, user=None, index=1):
+        """Run a command inside the index-th running app replica (as the image's user unless told)."""
+        replicas = self.running("app")
+        if not 1 <= index <= len(replicas):
+            raise AssertionError(f"no app replica #{index}: running {replicas}")
+        args = ["exec"] + (["--user", user] if user else []) + [replicas[index - 1], *argv]
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)[:200]} exited {done.returncode}\n"
+                                 f"stdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}")
+        return done
 
-    def processes(self):
-        """{'master': pid, 'workers': [pids], 'cpus': n} as seen inside the app container."""
-        return json.loads(self.exec_app("python", "-c", PROCS_SCRIPT).stdout)
+    def processes(self, index=1):
+        """{'master': pid, 'workers': [pids], 'cpus': n} as seen inside an app replica."""
+        return json.loads(self.exec_app("python", "-c", PROCS_SCRIPT, index=index).stdout)
 
-    def wait_workers(self, predicate, deadline_s=20.0, what="workers"):
-        """Poll the app's processes until predicate(procs) holds; return them."""
+    def wait_workers(self, predicate, deadline_s=20.0, what="workers", index=1):
+        """Poll an app replica's processes until predicate(procs) holds; return them."""
         deadline = time.monotonic() + deadline_s
         procs = None
         while time.monotonic() < deadline:
             try:
-                procs = self.processes()
+                procs = self.processes(index)
             except AssertionError:  # the container may be between lives
                 procs = None
             if procs is not None and predicate(procs):
@@ -191,19 +164,6 @@ class Stack:
     def url(self, path, port=None):
         """http://127.0.0.1:<published port><path>."""
         return f"http://127.0.0.1:{port or self.app_port}{path}"
-
-    def get(self, path, timeout=5.0, port=None):
-        """GET a path on the published app port: (status, headers, body text); status 0 when unreachable."""
-        import urllib.error
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(self.url(path, port), timeout=timeout) as resp:
-                return resp.status, dict(resp.headers), resp.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError) as err:
-            return 0, {}, str(err)
 
     def wait_http(self, path, want=200, deadline_s=30.0, port=None):
         """Poll GET path until it answers `want`; return (status, headers, body)."""
@@ -220,7 +180,7 @@ class Stack:
     def locust_argv(self, seconds, users, extra=()):
         """`docker compose run` arguments for a bounded headless Locust in the loadtest image."""
         return ["run", "--rm", "--no-deps", "-T", "locust",
-                "-f", "loadtest/locustfile.py", "--host", "http://app:8000",
+                "-f", "loadtest/locustfile.py", "--host", "http://haproxy:8000",
                 "--headless", "-u", str(users), "-r", str(users), "-t", f"{seconds}s",
                 "--stop-timeout", "5", "--only-summary", "--json", *extra]
 
@@ -323,6 +283,7 @@ def stack_env(docker_engine):
         IMAGE_TAG=os.environ.get("E2E_IMAGE_TAG", "e2e"),
         PUBLISH_ADDR="127.0.0.1",
         APP_PORT=str(free_port()),
+        HAPROXY_STATS_PORT=str(free_port()),
         LOCUST_WEB_PORT=str(free_port()),
         BASELINE_PORT=str(free_port()),
         GRACEFUL_TIMEOUT="10",
@@ -359,7 +320,8 @@ def stack(built_images, stack_env, tmp_path_factory):
             raise AssertionError(f"docker compose up failed ({done.returncode}):\n{done.stderr[-3000:]}\n"
                                  + stack.logs())
         stack.wait_http("/health", 200, deadline_s=60)
+        stack.wait_servers_up(REPLICAS)
+        stack.wait_replicated()
         yield stack
     finally:
-        stack.compose("--profile", "baseline", "down", "-v", "--remove-orphans", "--timeout", "5",
-                      timeout=120, check=False)
+        stack.down()

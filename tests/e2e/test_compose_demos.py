@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import REPLICAS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -39,28 +40,40 @@ def test_images_are_non_root_without_compilers(stack, target):
 
 
 def test_stack_is_up_and_healthy(stack):
-    """Redis (AOF, unpublished) and the app (healthy, one worker per CPU, non-root) are up."""
-    assert stack.health("redis") == "healthy"
+    """HAProxy in front of the replicas; Redis primary and replica (AOF, unpublished) under Sentinel."""
+    for service in ("redis-primary", "redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"):
+        assert stack.health(service) == "healthy", service
     assert stack.health("app") == "healthy"
-    aof = stack.compose("exec", "-T", "redis", "redis-cli", "config", "get", "appendonly").stdout.split()
-    assert aof == ["appendonly", "yes"]
-    for container in stack.containers("redis"):
+    for service in ("redis-primary", "redis-replica"):
+        node = stack.container_of(service)
+        assert stack.redis_cli(node, "CONFIG", "GET", "appendonly").split() == ["appendonly", "yes"]
+        mounts = stack.inspect(node)["Mounts"]
+        assert any(m["Type"] == "volume" and m["Destination"] == "/data" for m in mounts), mounts
+    for container in stack.containers():
         published = [p for p in container.get("Publishers") or [] if p.get("PublishedPort")]
-        assert published == [], f"redis must not be published on the host: {published}"
-    mounts = stack.inspect("redis")["Mounts"]
-    assert any(m["Type"] == "volume" and m["Destination"] == "/data" for m in mounts), mounts
+        if container["Service"] not in ("haproxy", "locust"):
+            assert published == [], f"{container['Service']} must not be published on the host: {published}"
 
-    # WORKERS is left unset, so the master sizes itself to the CPUs the container may use.
+    # WORKERS is left unset, so each replica sizes itself to its share of the CPUs.
     assert stack.exec_app("printenv", "WORKERS", check=False).returncode != 0
-    procs = stack.processes()
-    assert procs["master"], procs
-    assert len(procs["workers"]) == procs["cpus"], procs
-    status = stack.exec_app("sh", "-c", f"grep '^Uid:' /proc/{procs['master']}/status").stdout.split()
-    assert status[1] == "10001", f"the master runs as uid {status[1]}, not the app user"
+    pids = set()
+    for index in range(1, REPLICAS + 1):
+        procs = stack.processes(index)
+        assert procs["master"], procs
+        assert len(procs["workers"]) == max(1, procs["cpus"] // REPLICAS), procs
+        status = stack.exec_app("sh", "-c", f"grep '^Uid:' /proc/{procs['master']}/status", index=index).stdout.split()
+        assert status[1] == "10001", f"the master runs as uid {status[1]}, not the app user"
+        pids.update(procs["workers"])
 
-    code, headers, body = stack.get("/")
-    assert code == 200 and body.startswith("Hello"), (code, body)
-    assert int(headers["X-Worker-Pid"]) in procs["workers"]
+    servers = set()
+    for _ in range(20):  # leastconn with idle servers alternates: both answer within a few requests
+        code, headers, body = stack.get("/")
+        assert code == 200 and body.startswith("Hello"), (code, body)
+        assert int(headers["X-Worker-Pid"]) in pids
+        servers.add(headers["X-Server"])
+        if len(servers) == REPLICAS:
+            break
+    assert len(servers) == REPLICAS, f"HAProxy sent every request to {servers}"
 
 
 def test_locust_web_ui_has_a_worker(stack):
@@ -112,7 +125,10 @@ def test_crash_recovery_replaces_a_killed_worker(stack):
     newcomers = set(after["workers"]) - set(before["workers"])
     assert newcomers, after
     # The newcomer takes requests once it is listening (its process shows up before that): ask
-    # until one of them answers, bounded in time and count.
+    # until one of them answers, bounded in time and count. Pids repeat across replicas, so only
+    # answers from this replica (its HAProxy slot) count.
+    slot = stack.server_of(stack.running("app")[0])
+    assert slot, "HAProxy has no slot with the first replica's address"
     seen = set()
     deadline = time.monotonic() + 15
     for _ in range(3000):
@@ -120,46 +136,68 @@ def test_crash_recovery_replaces_a_killed_worker(stack):
             break
         code, headers, body = stack.get("/")
         assert code == 200, (code, body, stack.logs("app"))
-        seen.add(int(headers["X-Worker-Pid"]))
+        if headers["X-Server"] == slot:
+            seen.add(int(headers["X-Worker-Pid"]))
         if seen & newcomers:
             break
     assert seen & newcomers, f"no request reached the new worker {newcomers}; seen {seen}"
 
 
-def wait_aof_fsync(stack):
-    """Make sure the last write is on disk before Redis is SIGKILLed (appendfsync everysec)."""
-    done = stack.compose("exec", "-T", "redis", "redis-cli", "WAITAOF", "1", "0", "2000", check=False)
-    if done.returncode != 0 or "ERR" in done.stdout:
-        # Redis < 7.2 has no WAITAOF: everysec fsyncs within a second; give it two.
-        time.sleep(2.0)
+def wait_aof_fsync(stack, node):
+    """Make sure the last write is on disk before a Redis node is SIGKILLed (appendfsync everysec)."""
+    out = stack.redis_cli(node, "WAITAOF", "1", "0", "2000")
+    if "ERR" not in out:
+        return
+    # Redis < 7.2 has no WAITAOF: an AOF rewrite writes and fsyncs a new base file with every key.
+    stack.redis_cli(node, "BGREWRITEAOF")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        info = stack.redis_cli(node, "INFO", "persistence").replace("\r", "")
+        if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{node}: the AOF rewrite did not finish in 30 s")
 
 
-def test_redis_chaos_degrades_then_recovers_with_the_counter(stack):
-    """docker compose kill redis → 503 on state, `/` still 200; start redis → the counter goes on."""
+def test_redis_outage_degrades_then_recovers_with_the_counter(stack):
+    """Both Redis nodes killed: state endpoints 503 with Retry-After, `/` still 200; back: the counter goes on."""
     code, _, body = stack.wait_http("/count", 200)
     views = json.loads(body)["totalViews"]
-    wait_aof_fsync(stack)
+    nodes = [stack.container_of(s) for s in ("redis-primary", "redis-replica")]
+    for node in nodes:
+        wait_aof_fsync(stack, node)
 
-    stack.compose("kill", "redis")
+    for node in nodes:
+        stack.kill(node)
     try:
-        stack.wait_http("/count", 503, deadline_s=10)
+        code, headers, body = stack.wait_http("/count", 503, deadline_s=10)
+        assert json.loads(body) == {"error": "redis unavailable"} and headers.get("Retry-After") == "1", (headers, body)
+        # Each state request fails fast (the Sentinels answer that no primary is up), not after a hang.
+        started = time.monotonic()
         assert stack.get("/session/chaos")[0] == 503
+        assert time.monotonic() - started < 1.5
         assert stack.get("/health")[0] == 503
         for _ in range(5):
             code, _, body = stack.get("/")
             assert code == 200 and body.startswith("Hello"), (code, body)
-        assert stack.health("redis") != "healthy"
+        assert stack.get("/work?ms=5")[0] == 200
     finally:
-        stack.compose("start", "redis")
-    stack.wait_health("redis", deadline_s=60)
-    code, _, body = stack.wait_http("/count", 200, deadline_s=30)
-    assert json.loads(body)["totalViews"] == views + 1, "the AOF volume must keep the counter"
-    stack.wait_health("app", deadline_s=30)
+        stack.start_services("redis-primary", "redis-replica")
+    code, _, body = stack.wait_http("/count", 200, deadline_s=60)
+    assert json.loads(body)["totalViews"] == views + 1, "the AOF volumes must keep the counter"
+    stack.wait_replicated()
+    stack.wait_servers_up(REPLICAS)
+
+
+def cpu_ticks(stack):
+    """The workers' CPU ticks of each replica."""
+    return [stack.processes(index)["worker_cpu_ticks"] for index in range(1, REPLICAS + 1)]
 
 
 def test_graceful_stop_finishes_the_request_in_flight(stack):
     """docker compose stop app while /work?ms=1000 runs: that request completes with 200."""
     before = stack.processes()
+    ticks = cpu_ticks(stack)
     result = {}
 
     def slow_request():
@@ -167,9 +205,11 @@ def test_graceful_stop_finishes_the_request_in_flight(stack):
 
     thread = threading.Thread(target=slow_request)
     thread.start()
-    # Stop only once the request is really running: a worker burns CPU for it (0.1 s seen).
-    stack.wait_workers(lambda p: p["worker_cpu_ticks"] >= before["worker_cpu_ticks"] + 10, deadline_s=10,
-                       what="the slow request to be running")
+    # Stop only once the request is really running: a worker of some replica burns CPU for it.
+    deadline = time.monotonic() + 10
+    while not any(now >= then + 10 for now, then in zip(cpu_ticks(stack), ticks)):
+        assert time.monotonic() < deadline, "the slow request did not start running in 10 s"
+        time.sleep(0.1)
     started = time.monotonic()
     stack.compose("stop", "app", timeout=90)
     stopped_in = time.monotonic() - started
@@ -178,38 +218,39 @@ def test_graceful_stop_finishes_the_request_in_flight(stack):
         code, _, body = result["answer"]
         assert code == 200, (code, body, stack.logs("app"))
         assert json.loads(body)["ms"] == 1000
-        state = stack.inspect("app")["State"]
-        assert state["ExitCode"] == 0, f"the master exited {state['ExitCode']}\n" + stack.logs("app")
+        for replica in stack.containers("app"):
+            state = stack.inspect(replica["Name"])["State"]
+            assert state["ExitCode"] == 0, f"the master exited {state['ExitCode']}\n" + stack.logs("app")
         # It drained, it did not wait for Docker's SIGKILL (stop_grace_period 20 s here).
         assert stopped_in < 15, f"stop took {stopped_in:.1f} s"
         assert before["master"]
     finally:
         stack.compose("start", "app")
-        stack.wait_health("app", deadline_s=60)
+        stack.wait_servers_up(REPLICAS)
 
 
 def test_core_scaling_throughput_rises_with_workers(stack):
-    """WORKERS=1 then WORKERS=2 under the same CPU-bound load: the second serves more."""
+    """One worker in all, then two (2 replicas of WORKERS=1), under the same CPU-bound load: more served."""
     cpus = stack.processes()["cpus"]
     if cpus < 2:
         pytest.skip("needs 2 CPUs")
     rates = {}
     try:
-        for workers in (1, 2):
-            stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60", "app",
-                          env={"WORKERS": str(workers)}, timeout=120)
-            stack.wait_workers(lambda p, n=workers: len(p["workers"]) == n, deadline_s=30,
-                               what=f"{workers} workers")
+        for replicas in (1, 2):
+            stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60",
+                          "--scale", f"app={replicas}", "app", env={"WORKERS": "1"}, timeout=120)
+            stack.wait_servers_up(replicas)
             seconds = 8
             code, stats, stderr = stack.headless_locust(
                 seconds=seconds, users=8, extra=["WorkUser"], env={"LOCUST_MAX_P95_MS": "10000"})
             requests, failures = stack.totals(stats)
             assert code == 0 and failures == 0, (code, failures, stderr[-2000:])
-            rates[workers] = requests / seconds
+            rates[replicas] = requests / seconds
     finally:
-        # Back to the default (WORKERS unset) for whatever runs next.
-        stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60", "app",
-                      timeout=120)
-    print(f"core scaling: /work req/s by WORKERS: {rates}")
+        # Back to the default (2 replicas, WORKERS unset) for whatever runs next.
+        stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60",
+                      "--scale", f"app={REPLICAS}", "app", timeout=120)
+        stack.wait_servers_up(REPLICAS)
+    print(f"core scaling: /work req/s by workers in all: {rates}")
     # Lenient: Locust shares these CPUs with the app, so 2 workers will not double 1.
     assert rates[2] > 1.2 * rates[1], rates

@@ -1,7 +1,8 @@
 """Operations demos through compose: rolling restart under load and the control socket.
 
 These need the operations issue (SIGUSR2 rolling restart, `python -m master ctl`); they share
-the session's stack with test_compose_stack.py and leave it healthy.
+the session's stack with test_compose_demos.py and leave it healthy. The rolling restart signals
+every replica's master at once (`docker compose kill -s USR2 app`); HAProxy keeps sending to both.
 """
 
 import json
@@ -30,16 +31,17 @@ def test_rolling_restart_under_load_fails_nothing(stack):
 
 
 def test_ctl_status_works_as_the_non_root_user(stack):
-    """`docker compose exec app python -m master ctl status --json` matches the real processes."""
-    done = stack.exec_app("python", "-m", "master", "ctl", "status", "--json", check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    status = json.loads(done.stdout)
-    procs = stack.processes()
-    assert sorted(w["pid"] for w in status["workers"]) == procs["workers"], (status, procs)
-    # The table form too: one line per worker at least.
-    table = stack.exec_app("python", "-m", "master", "ctl", "status")
-    for pid in procs["workers"]:
-        assert str(pid) in table.stdout, table.stdout
+    """`ctl status --json` in each replica (`docker compose exec --index N app ...`) matches its processes."""
+    for index in range(1, len(stack.running("app")) + 1):
+        done = stack.exec_app("python", "-m", "master", "ctl", "status", "--json", check=False, index=index)
+        assert done.returncode == 0, done.stdout + done.stderr
+        status = json.loads(done.stdout)
+        procs = stack.processes(index)
+        assert sorted(w["pid"] for w in status["workers"]) == procs["workers"], (status, procs)
+        # The table form too: one line per worker at least.
+        table = stack.exec_app("python", "-m", "master", "ctl", "status", index=index)
+        for pid in procs["workers"]:
+            assert str(pid) in table.stdout, table.stdout
 
 
 def test_ctl_kill_worker_is_replaced(stack):
