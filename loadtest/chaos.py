@@ -1,7 +1,7 @@
 """`python -m loadtest.chaos [--scenario NAME] [--compose]`: faults injected under load, judged by numbers.
 
 Scenarios: worker-kill, worker-hang, redis-outage, rolling-restart, graceful-shutdown, and the whole stack's
-replica-kill, redis-primary-kill, swarm-node-kill (loadtest/chaos_stack.py). Each prints one
+replica-kill, redis-primary-kill, swarm-node-kill, swarm-primary-node-kill (loadtest/chaos_stack.py). Each prints one
 verdict line and writes docs/chaos/<scenario>.json and docs/chaos/<scenario>.png. Load is GET / and
 GET /count on new connections (so the policy decides every request); lost increments compare the
 successful /count answers with the change of the counter in Redis and must be 0.
@@ -261,7 +261,7 @@ SCENARIOS = {
     "redis-outage": redis_outage,
     "rolling-restart": rolling_restart,
     "graceful-shutdown": graceful_shutdown,
-    **chaos_stack.SCENARIOS,  # the whole stack: replica-kill, redis-primary-kill, swarm-node-kill
+    **chaos_stack.SCENARIOS,  # the whole stack (compose, swarm): loadtest/chaos_stack.py
 }
 
 

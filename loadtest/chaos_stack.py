@@ -2,7 +2,9 @@
 
 - replica-kill        `docker kill` of one app replica of the compose stack
 - redis-primary-kill  `docker kill` of the Redis primary of the compose stack (Sentinel fails over)
-- swarm-node-kill     a whole node of a 3-node Swarm killed (`ensure-swarm kill-node`)
+- swarm-node-kill     a whole node of a 3-node Swarm killed (`ensure-swarm kill-node`), one without the
+                      Redis primary
+- swarm-primary-node-kill   the node with the Redis primary killed: a Redis failover on top
 
 Each brings up a project (or stack) of its own, measures, and tears it down; the e2e tests run
 the same functions against their own stacks. The load is paced (constant throughput, well below
@@ -12,7 +14,9 @@ Goals (issue #19): replica killed: <= 0.5% of the requests started in the 8 s af
 the idempotent ones, the offered load served again within 5 s; primary killed: /count answers
 within 10 s, no acknowledged increment lost, none counted twice; node killed: <= 1% of the
 requests through surviving nodes fail in the 20 s after, the app replicas run again on surviving
-nodes within 60 s.
+nodes within 60 s. When the lost node held the Redis primary, /count answers 503 until a new
+one is elected (issue #19 asks for that), so there the 1% is checked on the idempotent requests
+and /count must be back within 10 s; the overall ratio is reported beside it.
 """
 
 import random
@@ -172,11 +176,21 @@ def redis_primary_kill(target, timing) -> dict:
 
 
 def swarm_node_kill(target, timing) -> dict:
-    """Kill a whole Swarm node under load sent through the other nodes' HAProxy."""
-    victim = target.victim_node()
+    """Kill a Swarm node that holds no Redis primary, under load sent through the other nodes' HAProxy."""
+    return _swarm_kill(target, timing, target.victim_node(with_primary=False))
+
+
+def swarm_primary_node_kill(target, timing) -> dict:
+    """Kill the Swarm node that holds the Redis primary (and a Sentinel, an app replica, a HAProxy)."""
+    return _swarm_kill(target, timing, target.victim_node(with_primary=True))
+
+
+def _swarm_kill(target, timing, victim: str) -> dict:
+    """Kill `victim` under load through the surviving nodes; judge the 20 s after."""
     survivors = target.load_hosts_without(victim)
     target.wait_serving(survivors)
     primary_before = target.primary_node()
+    had_primary = primary_before == victim
     before = target.counter()
     run = LocustRun(survivors, USERS, RATE, timing.warm + SWARM_WINDOW + timing.tail).start()
     try:
@@ -192,22 +206,33 @@ def swarm_node_kill(target, timing) -> dict:
     after = target.counter()
     window = [r for r in records if kill_t <= r.start < kill_t + SWARM_WINDOW]
     failed = [r for r in window if r.kind != "ok"]
+    idempotent = [r for r in window if r.path != "/count"]
+    idempotent_failed = [r for r in failed if r.path != "/count"]
+    # /count answers 503 while no Redis primary is elected (issue #19: "as today"): with the primary
+    # on the lost node that is the failover's length, and it is reported, not hidden.
+    unavailable = [r for r in failed if r.path == "/count" and r.kind == "http_503"]
+    count_back = _count_back(records, kill_t)
     checks, extra = count_checks(records, before, after)
-    checks.update({
-        "failures_in_20s_at_most_1%": len(failed) <= SWARM_FAIL_RATIO * max(1, len(window)),
-        "app_rescheduled_within_60s": rescheduled_s is not None and rescheduled_s <= RESCHEDULED_S,
-    })
+    checks["app_rescheduled_within_60s"] = rescheduled_s is not None and rescheduled_s <= RESCHEDULED_S
+    if had_primary:
+        checks["idempotent_failures_in_20s_at_most_1%"] = len(idempotent_failed) <= SWARM_FAIL_RATIO * max(1, len(idempotent))
+        checks["count_back_within_10s"] = count_back is not None and count_back <= COUNT_BACK_S
+    else:
+        checks["failures_in_20s_at_most_1%"] = len(failed) <= SWARM_FAIL_RATIO * max(1, len(window))
     return {
         "records": records, "t0": t0, "faults": [{"t": round(kill_t - t0, 2), "what": f"kill-node {victim}"}],
         "recover_from": [round(kill_t - t0, 2)], "checks": checks,
         "extra": {**extra, "victim": victim, "load_through": survivors, "redis_primary_was_on": primary_before,
                   "window_requests": len(window), "window_failures": len(failed),
                   "window_failure_ratio": round(len(failed) / max(1, len(window)), 5),
+                  "window_idempotent_requests": len(idempotent), "window_idempotent_failures": len(idempotent_failed),
+                  "window_count_503_during_failover": len(unavailable), "count_back_after_s": count_back,
                   "window_failures_by_path": _by_path(failed), "app_running_elsewhere_after_s": rescheduled_s,
                   "offered_rps": USERS * RATE},
         "detail": f"killed {victim} (Redis primary was on {primary_before}): {len(failed)} of {len(window)} "
-                  f"requests through {', '.join(survivors)} failed in the 20 s after; app replicas all running "
-                  f"on surviving nodes after {rescheduled_s} s",
+                  f"requests through {', '.join(survivors)} failed in the 20 s after ({len(idempotent_failed)} "
+                  f"idempotent, {len(unavailable)} /count 503 while no primary; /count back after {count_back} s); "
+                  f"app replicas all running on surviving nodes after {rescheduled_s} s",
     }
 
 
@@ -278,8 +303,8 @@ SCENARIOS = {
     "replica-kill": replica_kill,
     "redis-primary-kill": redis_primary_kill,
     "swarm-node-kill": swarm_node_kill,
+    "swarm-primary-node-kill": swarm_primary_node_kill,
 }
-TARGETS = {"replica-kill": ComposeChaos, "redis-primary-kill": ComposeChaos, "swarm-node-kill": swarm_target}
-META = {"replica-kill": {"policy": "compose", "workers": None},
-        "redis-primary-kill": {"policy": "compose", "workers": None},
-        "swarm-node-kill": {"policy": "swarm", "workers": None}}
+TARGETS = {"replica-kill": ComposeChaos, "redis-primary-kill": ComposeChaos, "swarm-node-kill": swarm_target,
+           "swarm-primary-node-kill": swarm_target}
+META = {name: {"policy": "swarm" if name.startswith("swarm") else "compose", "workers": None} for name in TARGETS}
