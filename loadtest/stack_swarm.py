@@ -12,7 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from loadtest.stack_compose import REPO, http_get, wait_until
+from loadtest.stack_compose import REPO, free_port, http_get, wait_until
 
 ENSURE_SWARM = Path(os.environ.get("ENSURE_SWARM", REPO.parent / "shared" / "docker" / "ensure-swarm"))
 STACK_FILE = REPO / "deploy" / "stack.yml"
@@ -42,7 +42,11 @@ class SwarmStack:
         self.name = name
         self.image_tag = image_tag
         self.replicas = replicas
-        self.env = {**os.environ, "IMAGE_TAG": image_tag, "APP_REPLICAS": str(replicas)}
+        # Free ports: node-1 is this machine, where another stack may hold 8000 and 8404.
+        self.port = free_port()
+        self.stats_port = free_port()
+        self.env = {**os.environ, "IMAGE_TAG": image_tag, "APP_REPLICAS": str(replicas), "APP_PORT": str(self.port),
+                    "HAPROXY_STATS_PORT": str(self.stats_port)}
         for knob in ("IMAGE_PREFIX", "REDIS_IMAGE", "HAPROXY_IMAGE", "REDIS_PASSWORD_FILE", "READY_PORT",
                      "READY_PATH", "APP_SLOTS", "APP_MODULE", "REPLICAS_PER_HOST", "GRACEFUL_TIMEOUT"):
             self.env.pop(knob, None)
@@ -189,11 +193,11 @@ class SwarmStack:
     @property
     def load_hosts(self) -> list[str]:
         """Every node's HAProxy."""
-        return [f"http://{self.addresses[n]}:8000" for n in sorted(self.addresses)]
+        return [f"http://{self.addresses[n]}:{self.port}" for n in sorted(self.addresses)]
 
     def load_hosts_without(self, node: str) -> list[str]:
         """The HAProxy of every node but one."""
-        return [f"http://{self.addresses[n]}:8000" for n in sorted(self.addresses) if n != node]
+        return [f"http://{self.addresses[n]}:{self.port}" for n in sorted(self.addresses) if n != node]
 
     def wait_serving(self, hosts: list[str], deadline: float = 60) -> None:
         """Each host answers / and /count with 200, several times in a row (every replica behind it)."""
