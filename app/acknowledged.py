@@ -64,9 +64,13 @@ class AcknowledgedRedis(redis.Redis):
         """Add 1 to the counter `name`, exactly once, acknowledged by wait_replicas replicas."""
         if amount != 1:
             raise ValueError("AcknowledgedRedis.incr counts by 1 only")
+        return self.incr_once(name, MARKER_PREFIX + uuid.uuid4().hex)
+
+    def incr_once(self, name, marker):
+        """Add 1 to `name` unless this marker already did (then return that value); WAIT after it."""
         waiting = self.wait_replicas > 0 and (self.wait_strict or self._clock() >= self._degraded_until)
         pipe = self.pipeline(transaction=False)
-        pipe.eval(INCR_ONCE, 2, name, MARKER_PREFIX + uuid.uuid4().hex, MARKER_TTL_S)
+        pipe.eval(INCR_ONCE, 2, name, marker, MARKER_TTL_S)
         if waiting:
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
         results = pipe.execute()
