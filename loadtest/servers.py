@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from master.embedded_redis import EmbeddedRedis
+from app.embedded_redis import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -87,7 +87,7 @@ class Master:
         self.log_path = tmp_path / f"master-{self.port}.log"
         self.socket_path = str(tmp_path / f"ctl-{self.port}.sock")
         self.env = dict(os.environ)
-        self.env.update({"EMBEDDED_REDIS": "off", "METRICS_BIND": "none", "CONTROL_SOCKET": self.socket_path,
+        self.env.update({"METRICS_BIND": "none", "CONTROL_SOCKET": self.socket_path,
                          "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "PYTHONUNBUFFERED": "1"})
         self.env.update(env or {})
         self.argv = [PYTHON, "-m", "master", app, "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),

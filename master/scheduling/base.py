@@ -1,48 +1,12 @@
-"""What every scheduling policy shares: binding the listening socket, one small interface."""
+"""What every scheduling policy shares: one small interface over a listening socket."""
 from __future__ import annotations
 
-import errno
-import os
 import socket
 from typing import Any, Callable
 
+from ..core.net import bind_socket
+
 Reply = Callable[..., None]  # reply(fds=None, **fields) answers the worker's queryServer
-
-
-class ListenError(OSError):
-    """The address cannot be listened on (in use, not permitted, not resolvable)."""
-
-
-def describe_bind_error(host: str, port: int, exc: OSError) -> str:
-    """One clear line for a failed bind."""
-    reason = {
-        errno.EADDRINUSE: "address already in use (another process is listening there)",
-        errno.EACCES: "permission denied (ports below 1024 need privileges)",
-        errno.EADDRNOTAVAIL: "address not available on this machine",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return f"cannot listen on {host}:{port}: {reason}"
-
-
-def bind_socket(host: str, port: int, *, reuseport: bool = False, listen: bool = True,
-                backlog: int = 2048) -> socket.socket:
-    """Bind (and usually listen on) a TCP socket; raise ListenError with a clear message."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ListenError(errno.EADDRNOTAVAIL, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        if listen:
-            sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(exc.errno, describe_bind_error(host, port, exc)) from None
-    return sock
 
 
 class Handle:
@@ -87,11 +51,3 @@ class Handle:
     def fileno(self) -> int:
         """The listening socket's descriptor."""
         return self.sock.fileno()
-
-
-def close_fd(fd: int) -> None:
-    """Close a descriptor that may already be closed."""
-    try:
-        os.close(fd)
-    except OSError:
-        pass

@@ -10,7 +10,8 @@ import logging
 import os
 import socket
 
-from .base import Handle, bind_socket
+from ..core.net import bind_socket
+from .base import Handle
 
 log = logging.getLogger("master.scheduling")
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"

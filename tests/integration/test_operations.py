@@ -2,10 +2,12 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -203,6 +205,24 @@ def test_metrics_parse_and_counters_never_go_back(master):
     assert after["pycluster_requests_total{}"] >= before["pycluster_requests_total{}"]
     assert after['pycluster_workers{"state": "listening"}'] == 2
     assert 'pycluster_info{"app": "apps.hello:app", "bind": "127.0.0.1:%d", "policy": "rr"}' % m.port in after
+
+
+def test_ready_follows_the_master_and_the_admin_port_answers_errors_cleanly(master):
+    port = free_port()
+    m = master("--graceful-timeout", "5", workers=1, env={"METRICS_BIND": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    assert requests.get(base + "/ready", timeout=5).json() == {"ready": True}
+    assert requests.get(base + "/nope", timeout=5).status_code == 404
+    assert requests.post(base + "/ready", timeout=5).status_code == 405
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GARBAGE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400")
+    # Draining: a load balancer must stop sending traffic before the workers go.
+    slow = ThreadPoolExecutor(1).submit(lambda: requests.get(m.url + "/sleep?s=2", timeout=10))
+    wait_for(lambda: m.status()["workers"][0]["in_flight"] == 1, timeout=5, what="the slow request in flight")
+    m.signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(base + "/ready", timeout=5).status_code == 503, timeout=5, what="not ready")
+    assert slow.result().status_code == 200
 
 
 def test_control_socket_refuses_another_user(master, tmp_path):

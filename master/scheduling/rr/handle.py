@@ -1,16 +1,16 @@
 """`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a worker in turn.
 
-Connections travel down each worker's handoff lane (master/handoff.py). Workers take
+Connections travel down each worker's handoff lane (master/core/lane.py). Workers take
 turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
 has room (Node allows one unacknowledged handle; more let a busy primary put several
 connections in one record without giving up the turn order). Only when every worker is
 that far behind does the primary wait to hear from one (a PING/PONG round trip).
 
 The cap is a stall guard, not a pace: under load the primary runs as SCHED_BATCH
-(master/cpu_class.py) and hands connections over in bursts, and a worker that is merely
-busy for a moment falls several behind. With a cap of 8, bursts of new connections tipped
-the spread to 1190/810 (Jain 0.965) in the concurrent fairness run; at 16 it stays even.
-A worker stalled for real (a long CPU-bound request) still holds at most 16 waiting clients.
+(master/core/cpu_class.py) and hands connections over in bursts, and a worker that is merely
+busy for a moment falls several behind; a lower cap tips the spread under bursts of new
+connections. A worker stalled for real (a long CPU-bound request) still holds at most
+MAX_IN_FLIGHT waiting clients.
 
 Nothing handed over is ever lost to a worker that drains or dies: a draining worker sends
 unserved connections back, and what a dead worker never read is read back from its lane;
@@ -18,8 +18,8 @@ both go to the next worker.
 
 A worker killed from outside (SIGKILL it did not get from us: `docker kill`, the OOM
 killer, `ctl kill-worker`) may also have been serving requests. Workers peek at an
-idempotent request instead of reading it until they answer (master/handed_over.py), so
-such a request is still whole in the kernel's queue and another worker serves it: the
+idempotent request instead of reading it until they answer
+(master/worker/retryable_socket.py), so such a request is still whole in the kernel's queue and another worker serves it: the
 client sees a slower answer rather than a reset, as behind nginx's retry of idempotent
 requests. Only once per connection (a request that gets its worker killed is not passed
 on a second time), never for a worker that crashed by itself, timed out, or was killed
@@ -32,8 +32,10 @@ import os
 from collections import deque
 from typing import Any
 
-from .. import handoff
-from .base import Handle, Reply
+from ...core.lane import MAX_PER_RECORD, Conn
+from ..base import Handle, Reply
+from . import rescue, tcp_state
+from .lane import Lane
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
 MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has room; then we wait
@@ -53,11 +55,11 @@ class RoundRobinHandle(Handle):
         super().__init__(*args, **kwargs)
         self.sock.setblocking(False)
         self.turns: deque[int] = deque()  # worker ids, next in turn first
-        self.lanes: dict[int, handoff.Lane] = {}  # kept until the worker exits, even once removed
-        self.held: dict[int, deque[handoff.Conn]] = {}  # our copies of its latest HELD connections
+        self.lanes: dict[int, Lane] = {}  # kept until the worker exits, even once removed
+        self.held: dict[int, deque[Conn]] = {}  # our copies of its latest HELD connections
         # (descriptor, peer address): raw, not socket objects, since the primary only passes
         # them on and closes them; the address travels along so workers need no getpeername.
-        self.pending: deque[handoff.Conn] = deque()
+        self.pending: deque[Conn] = deque()
         self.handed = 0
         self.refused = 0  # sent back by a draining worker
         self.recovered = 0  # read back from a dead worker's lane, or taken by it and never started
@@ -68,7 +70,7 @@ class RoundRobinHandle(Handle):
 
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit a worker: give it a lane (in the reply) and its turn at once."""
-        lane = handoff.Lane()
+        lane = Lane()
         self.lanes[worker.id] = lane
         self.held[worker.id] = deque()
         self.workers[worker.id] = worker
@@ -134,7 +136,7 @@ class RoundRobinHandle(Handle):
         # worker we have pinged is known to be behind until its PONG says otherwise.
         return not lane.pinged and lane.refresh() + share < MAX_IN_FLIGHT
 
-    def _deal(self, turns: list[int], shares: list[list[handoff.Conn]]) -> int:
+    def _deal(self, turns: list[int], shares: list[list[Conn]]) -> int:
         """Deal pending connections in turn to workers with room.
 
         Returns one past the index of the last worker served (0 if none was).
@@ -158,7 +160,7 @@ class RoundRobinHandle(Handle):
             self._hand_out_everything()
             return
         pending, turns = self.pending, list(self.turns)
-        shares: list[list[handoff.Conn]] = [[] for _ in turns]
+        shares: list[list[Conn]] = [[] for _ in turns]
         given = self._deal(turns, shares) if pending and turns else 0
         if given:
             self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served
@@ -176,19 +178,19 @@ class RoundRobinHandle(Handle):
         """Closed: the workers are about to drain, so each takes its share now, cap or not."""
         candidates = list(self.turns)
         while self.pending and candidates:
-            shares: dict[int, list[handoff.Conn]] = {worker_id: [] for worker_id in candidates}
+            shares: dict[int, list[Conn]] = {worker_id: [] for worker_id in candidates}
             for i in range(len(self.pending)):
                 shares[candidates[i % len(candidates)]].append(self.pending.popleft())
             for worker_id, conns in shares.items():
-                for start in range(0, len(conns), handoff.MAX_PER_RECORD):
-                    if not self._send(worker_id, conns[start:start + handoff.MAX_PER_RECORD]):
+                for start in range(0, len(conns), MAX_PER_RECORD):
+                    if not self._send(worker_id, conns[start:start + MAX_PER_RECORD]):
                         self.pending.extend(conns[start:])  # its queue is full: try the others
                         candidates.remove(worker_id)
                         break
         while self.pending:  # nobody left who could serve them
             self._close_conn(self.pending.popleft())
 
-    def _send(self, worker_id: int, conns: list[handoff.Conn]) -> bool:
+    def _send(self, worker_id: int, conns: list[Conn]) -> bool:
         """Write one record to the worker's lane; False (nothing sent) when its queue is full."""
         lane = self.lanes[worker_id]
         try:
@@ -204,14 +206,14 @@ class RoundRobinHandle(Handle):
         return True
 
     # -- coming back ------------------------------------------------------------------------
-    def _on_lane_readable(self, worker_id: int, lane: handoff.Lane) -> None:
+    def _on_lane_readable(self, worker_id: int, lane: Lane) -> None:
         conns, pong = lane.returned()
         if conns:
             self._take_back(worker_id, conns)
         elif pong:
             self.distribute()  # it caught up: its turn can come again
 
-    def _take_back(self, worker_id: int, conns: list[handoff.Conn]) -> None:
+    def _take_back(self, worker_id: int, conns: list[Conn]) -> None:
         """A draining worker sent these back: they go to the next worker."""
         self._release_held(worker_id, {peer for _, peer in conns})
         self.refused += len(conns)
@@ -230,7 +232,7 @@ class RoundRobinHandle(Handle):
         lane.close()
         # Killed from outside, not by its own doing or ours: what it was serving is not to blame.
         retry = (self.retry_idempotent and signal == "SIGKILL" and not worker.exited_after_disconnect
-                 and not getattr(worker, "kill_reason", None))
+                 and not worker.kill_reason)
         # Our copies of what it read: the ones above are the same connections (same peer).
         rescued, retried, lost = self._release_held(worker.id, {peer for _, peer in returned + unclaimed},
                                                     dead=True, retry=retry)
@@ -245,7 +247,7 @@ class RoundRobinHandle(Handle):
         self.distribute()
 
     def _release_held(self, worker_id: int, peers: set[Any], dead: bool = False,
-                      retry: bool = False) -> tuple[list[handoff.Conn], int, int]:
+                      retry: bool = False) -> tuple[list[Conn], int, int]:
         """Close our copies of `peers`; once it is dead, of all.
 
         Returns the copies to pass on, how many of those are retried requests, and how
@@ -254,7 +256,7 @@ class RoundRobinHandle(Handle):
         held = self.held.get(worker_id)
         if held is None:
             return [], 0, 0
-        rescued: list[handoff.Conn] = []
+        rescued: list[Conn] = []
         retried = lost = 0
         for conn in list(held):
             fd, peer = conn
@@ -264,14 +266,13 @@ class RoundRobinHandle(Handle):
             if peer is None or peer in peers:  # another descriptor of it travels on (or unknown)
                 self._close_conn(conn)
                 continue
-            progress = handoff.progress(fd)
-            if progress == handoff.BEGUN and retry and peer not in self.retried_peers:
-                retried += 1
-                self.retried_peers.add(peer)
+            fate = rescue.fate(tcp_state.progress(fd), retry=retry, retried_before=peer in self.retried_peers)
+            if fate in (rescue.RETRY, rescue.PASS_ON):
                 rescued.append(conn)
-            elif progress == handoff.UNREAD:
-                rescued.append(conn)
-            elif progress == handoff.ENDED:
+                if fate == rescue.RETRY:
+                    retried += 1
+                    self.retried_peers.add(peer)
+            elif fate == rescue.CLOSE:
                 self._close_conn(conn)
             else:
                 lost += 1
@@ -281,10 +282,10 @@ class RoundRobinHandle(Handle):
         self.retried += retried
         return rescued, retried, lost
 
-    def _close_conn(self, conn: handoff.Conn, gently: bool = False) -> None:
+    def _close_conn(self, conn: Conn, gently: bool = False) -> None:
         """Close our descriptor of a connection (forgetting that it was retried)."""
         if gently:
-            handoff.close_gently(conn[0])
+            tcp_state.close_gently(conn[0])
         else:
             os.close(conn[0])
         if self.retried_peers:  # nearly always empty: skip the lookup on the hot path

@@ -13,7 +13,7 @@ mistaken for an internal message. A frame that carries file descriptors says how
 in "fds"; the descriptors travel as SCM_RIGHTS ancillary data with the frame's first
 bytes, so they always arrive no later than the frame that names them.
 
-The internal acts, documented once (handlers live in primary.py and worker_runtime.py):
+The internal acts, documented once (handlers live in master/primary/primary.py and master/worker/runtime.py):
     worker -> primary: online, queryServer (request: address, port -> ok/policy/error),
                        listening (address, port), heartbeat (stats), exiting (the worker
                        decided to leave: exited_after_disconnect), bootError (why it cannot
@@ -21,7 +21,7 @@ The internal acts, documented once (handlers live in primary.py and worker_runti
     primary -> worker: disconnect (drain and exit), reply (ack of queryServer; with the
                        listening socket for shared, the handoff lane for rr)
 Connections themselves never travel here: rr hands them over on each worker's own lane
-(master/handoff.py), so this channel stays free for control and user messages.
+(master/core/lane.py), so this channel stays free for control and user messages.
 """
 from __future__ import annotations
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import itertools
-import os
 import signal as signal_module
 import time
 from typing import Any, Callable
 
-from . import ipc
-from .events import EventEmitter
+from ..core import ipc
+from ..core.events import EventEmitter
 
 # Worker states, in the only order they can move (Node's worker.state).
 NONE, ONLINE, LISTENING, DISCONNECTED, DEAD = "none", "online", "listening", "disconnected", "dead"
@@ -34,18 +33,41 @@ class Worker(EventEmitter):
     error(exc).
     """
 
+    # Every field, declared once: nothing else attaches attributes to a Worker.
+    __slots__ = (
+        # Node's worker, as the primary sees it
+        "id", "process", "state", "exited_after_disconnect", "exit_code", "signal_code",
+        # what the primary learns about it
+        "started_at", "started_monotonic", "last_heartbeat", "stats", "boot_error", "ever_listened",
+        "kill_reason",
+        # the supervisor's plan for it (master/supervisor): where it serves and what replaces it
+        "slot", "generation", "request_limit", "retire_reason", "replaces", "replaced_by", "replace_reason",
+        # plumbing
+        "channel", "_seq", "_pending", "_primary",
+    )
+
     def __init__(self, worker_id: int, process: Any, channel_sock: Any, loop: Any, primary: Any) -> None:
         super().__init__()
         self.id = worker_id
         self.process = process
         self.state = NONE
         self.exited_after_disconnect = False
-        self.started_at = time.time()
-        self.started_monotonic = time.monotonic()
-        self.last_heartbeat = time.monotonic()
-        self.stats: dict[str, Any] = {}
         self.exit_code: int | None = None
         self.signal_code: str | None = None
+        self.started_at = time.time()
+        self.started_monotonic = loop.clock()  # the loop's clock: unit tests drive it
+        self.last_heartbeat = self.started_monotonic
+        self.stats: dict[str, Any] = {}
+        self.boot_error: str | None = None  # why it could not load the app (its bootError message)
+        self.ever_listened = False
+        self.kill_reason: str | None = None  # set when the master kills it for its own fault (timeout)
+        self.slot = 0
+        self.generation = 0
+        self.request_limit = 0  # recycle after this many requests (0: never)
+        self.retire_reason: str | None = None  # why the supervisor is draining it
+        self.replaces: Worker | None = None  # the worker this one takes over from, once listening
+        self.replaced_by: Worker | None = None
+        self.replace_reason: str | None = None
         self._seq = itertools.count(1)
         self._pending: dict[int, Callable[[dict[str, Any] | None], None]] = {}
         self._primary = primary
@@ -78,15 +100,20 @@ class Worker(EventEmitter):
             self.channel.close()
         self.signal(signum)
 
-    def signal(self, signum: int) -> bool:
-        """Send a signal without changing exited_after_disconnect; False when already gone."""
-        if self.state == DEAD:
+    def signal(self, signum: int, reason: str | None = None) -> bool:
+        """Send a signal without changing exited_after_disconnect; False when already gone.
+
+        `reason` records that the master killed it for its own fault (e.g. "timeout"): rr
+        then never retries what it was serving, which might hang the next worker too.
+        """
+        if reason is not None:
+            self.kill_reason = reason
+        if self.state == DEAD or self.process.poll() is not None:
             return False
-        try:
-            os.kill(self.pid, signum)
-            return True
-        except ProcessLookupError:
-            return False
+        # Through the process object, never os.kill(pid): once reaped, a pid can belong to
+        # someone else, and Popen.send_signal refuses to signal a process it has reaped.
+        self.process.send_signal(signum)
+        return True
 
     def is_dead(self) -> bool:
         """Whether the process has exited."""

@@ -1,14 +1,14 @@
 """Prometheus metrics, aggregated in the master (never scraped from one random worker).
 
-The master serves them from its own HTTP thread. That thread only reads the arbiter's
-latest snapshot, which the loop refreshes, so it never touches live loop state.
+Served by the master's own endpoint (admin_http.py, in the master's loop) from the
+arbiter's latest snapshot, which the loop refreshes once a second.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -71,37 +71,27 @@ class ClusterCollector(Collector):
         yield master_cpu
 
 
-class MetricsServer:
-    """Serves /metrics on `bind` from a thread, fed by a snapshot the loop refreshes."""
+def metrics_route(arbiter: Any) -> Callable[[], tuple[int, str, bytes]]:
+    """The /metrics handler: rendered once per REFRESH by the loop, so a flood of scrapes costs no CPU."""
+    latest: dict[str, Any] = {"snapshot": None, "text": b""}
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(lambda: latest["snapshot"]))
 
-    def __init__(self, bind: str, arbiter: Any) -> None:
-        self.bind = bind
-        self.arbiter = arbiter
-        self.snapshot: dict[str, Any] | None = None
-        self.server: Any = None
-        self.registry = CollectorRegistry()
-        self.registry.register(ClusterCollector(lambda: self.snapshot))
+    def refresh() -> None:
+        latest["snapshot"] = arbiter.snapshot()
+        latest["text"] = generate_latest(registry)
+        arbiter.loop.call_later(REFRESH, refresh, ref=False)
 
-    def start(self) -> None:
-        """Start serving; a port in use only disables metrics (the cluster still runs)."""
-        from .primary import parse_bind
+    refresh()
+    return lambda: (200, CONTENT_TYPE_LATEST, latest["text"])
 
-        host, port = parse_bind(self.bind)
-        self._refresh()
-        try:
-            self.server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            log.warning("metrics disabled: cannot listen on %s: %s", self.bind, exc.strerror or exc)
-            return
-        log.info("Metrics at http://%s:%s/metrics", host, self.server.server_port)
 
-    def _refresh(self) -> None:
-        self.snapshot = self.arbiter.snapshot()
-        self.arbiter.loop.call_later(REFRESH, self._refresh, ref=False)
+def ready_route(arbiter: Any) -> Callable[[], tuple[int, str, bytes]]:
+    """The /ready handler: 200 while the master serves, 503 while it starts, drains or stops."""
 
-    def close(self) -> None:
-        """Stop the HTTP server."""
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+    def ready() -> tuple[int, str, bytes]:
+        if arbiter.ready():
+            return 200, "application/json", b'{"ready": true}\n'
+        return 503, "application/json", ('{"ready": false, "state": "%s"}\n' % arbiter.state).encode()
+
+    return ready

@@ -18,12 +18,12 @@ from typing import Any
 import gevent
 import gevent.event
 
-from . import ipc
-from .events import EventEmitter
-from .scheduling.base import close_fd
-from .stats import rss_bytes
+from ..core import ipc
+from ..core.events import EventEmitter
+from ..core.net import close_fd
+from ..core.procstats import rss_bytes
+from ..core.settings import WorkerSettings
 
-HEARTBEAT_INTERVAL = float(os.environ.get("PYCLUSTER_HEARTBEAT_INTERVAL", "1.0"))
 ORPHAN_DRAIN_SECONDS = 1.0  # primary gone: finish what we can quickly, then leave
 
 
@@ -33,9 +33,11 @@ class WorkerRuntime(EventEmitter):
     Events: message(msg), disconnect().
     """
 
-    def __init__(self, channel_fd: int, worker_id: int, master_pid: int) -> None:
+    def __init__(self, channel_fd: int, worker_id: int, master_pid: int,
+                 settings: WorkerSettings | None = None) -> None:
         super().__init__()
         self.id = worker_id
+        self.settings = settings or WorkerSettings()
         self.master_pid = master_pid
         self.sock = socket.socket(fileno=channel_fd)
         self.started = time.monotonic()
@@ -56,7 +58,7 @@ class WorkerRuntime(EventEmitter):
     def from_environment(cls) -> "WorkerRuntime":
         """Build the runtime from what the primary put in our environment."""
         return cls(int(os.environ["PYCLUSTER_CHANNEL_FD"]), int(os.environ["PYCLUSTER_WORKER_ID"]),
-                   int(os.environ.get("PYCLUSTER_MASTER_PID", "0")))
+                   int(os.environ.get("PYCLUSTER_MASTER_PID", "0")), WorkerSettings.from_env())
 
     @property
     def pid(self) -> int:
@@ -159,8 +161,7 @@ class WorkerRuntime(EventEmitter):
         if self.draining:
             return
         for server in self.servers:
-            if getattr(server, "lane", None) is not None:
-                server.take_handed_over()  # rr: handed over before this moment, so ours to serve
+            server.take_handed_over()  # rr: handed over before this moment, so ours to serve
         self.draining = True
         gevent.spawn(self._drain, deadline)
 
@@ -211,7 +212,7 @@ class WorkerRuntime(EventEmitter):
         while self.connected:
             if not self.notify("heartbeat", **self.stats()):
                 return
-            gevent.sleep(HEARTBEAT_INTERVAL)
+            gevent.sleep(self.settings.heartbeat_interval)
 
 
 def _exit_now() -> None:

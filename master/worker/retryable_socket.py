@@ -1,15 +1,15 @@
-"""A connection the primary handed over (rr), as a worker serves it.
+"""A connection the primary handed over (rr), as a worker serves it: retryable until answered.
 
 Two things differ from a connection the worker accepted itself:
 
-- The primary keeps a copy of the latest few (master/handoff.py), so closing our
+- The primary keeps a copy of the latest few (master/scheduling/rr/handle.py), so closing our
   descriptor alone would not end the connection: it is shut down first, and the client
   sees the end at once.
 - Until the first response is sent, an idempotent request is peeked at, not read: the
   bytes stay in the kernel's queue while the app runs, and only leave it once the first
   bytes of the answer have gone out. If this worker is SIGKILLed before that, the primary
   finds the request whole in its copy of the connection and another worker serves it
-  (master/scheduling/round_robin.py decides when that is safe). The price is one extra
+  (master/scheduling/rr/rescue.py decides when that is safe). The price is one extra
   recv per connection; a request that does not fit what is queued, or whose method is
   not idempotent (RFC 9110 9.2.2), is read the ordinary way from the start.
 """
@@ -36,7 +36,7 @@ def _shut_down(sock: Any) -> None:
 
 
 class _ShutDownOnClose(getattr(socket.socket, "_gevent_sock_class", _socket.socket)):  # type: ignore[misc]
-    """The OS-level socket under a HandedOverSocket: shut down before the descriptor closes.
+    """The OS-level socket under a RetryableSocket: shut down before the descriptor closes.
 
     pywsgi ends a connection by closing this inner socket directly, so the shutdown has to
     live here (gevent builds it from its socket class's `_gevent_sock_class`).
@@ -48,7 +48,7 @@ class _ShutDownOnClose(getattr(socket.socket, "_gevent_sock_class", _socket.sock
         super().close()
 
 
-class HandedOverSocket(socket.socket):
+class RetryableSocket(socket.socket):
     """A handed-over connection: shut down on close; its first request peeked at if asked."""
 
     _gevent_sock_class = _ShutDownOnClose
@@ -62,7 +62,7 @@ class HandedOverSocket(socket.socket):
         """Take a peeked request out of the queue now: from here on it is never retried.
 
         For a handler about to do something a second run would repeat (a GET that
-        counts), reached by apps as environ["pycluster.no_retry"]() (master/serve.py).
+        counts), reached by apps as environ["pycluster.no_retry"]() (master/worker/server.py).
         """
         if self._peeked is not None:
             self._consume_peeked()

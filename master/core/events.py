@@ -11,6 +11,8 @@ log = logging.getLogger("master.events")
 class EventEmitter:
     """Registers listeners per event name and calls them in registration order."""
 
+    __slots__ = ("_listeners",)
+
     def __init__(self) -> None:
         self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
 

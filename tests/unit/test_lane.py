@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
-from master import handoff
+from master.core import lane as wire
+from master.scheduling.rr.lane import Lane
 
 
 @pytest.fixture
 def lane():
     """The primary's two ends of one lane; closed after the test."""
-    lane = handoff.Lane()
+    lane = Lane()
     yield lane
     lane.close()
 
@@ -25,12 +26,12 @@ def test_records_carry_descriptors_and_peers_in_order():
         r, w = os.pipe()
         readers.append((r, w))
         conns.append((r, peer))
-    data, ancdata = handoff.encode(conns)
-    assert len(data) == 3 * handoff.LINE  # fixed width: FIONREAD / LINE counts connections
+    data, ancdata = wire.encode(conns)
+    assert len(data) == 3 * wire.LINE  # fixed width: FIONREAD / LINE counts connections
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         left.sendmsg([data], ancdata)
-        received = handoff.receive(right)
+        received = wire.receive(right)
         assert [peer for _, peer in received] == [("127.0.0.1", 50001), ("2001:db8::ffff:1", 65535), None]
         for (fd, _), (_, w) in zip(received, readers):
             os.write(w, b"x")
@@ -53,12 +54,12 @@ def test_the_unread_count_is_exact_and_ping_is_answered_in_order(tcp_pair, lane)
     lane.ping()
     assert lane.refresh() == 3  # a PING is not a connection
     worker_end = lane.theirs
-    first = handoff.receive(worker_end)
+    first = wire.receive(worker_end)
     assert len(first) == 1 and lane.refresh() == 2
-    second = handoff.receive(worker_end)
+    second = wire.receive(worker_end)
     assert len(second) == 2 and lane.refresh() == 0
-    assert handoff.receive(worker_end) == handoff.PING
-    worker_end.send(handoff.PONG)
+    assert wire.receive(worker_end) == wire.PING
+    worker_end.send(wire.PONG)
     assert lane.returned() == ([], True) and not lane.pinged
     for fd, _ in accepted + first + second:
         os.close(fd)
@@ -84,8 +85,8 @@ def test_a_draining_worker_sends_connections_back(tcp_pair, lane):
     conn = listener._accept()
     lane.send([conn])
     os.close(conn[0])
-    [taken] = handoff.receive(lane.theirs)
-    handoff.send(lane.theirs, [taken])  # what serve.py does while draining
+    [taken] = wire.receive(lane.theirs)
+    wire.send(lane.theirs, [taken])  # what the worker's lane reader does while draining
     os.close(taken[0])
     returned, pong = lane.returned()
     assert len(returned) == 1 and returned[0][1] == conn[1] and not pong

@@ -1,4 +1,4 @@
-"""Serving a WSGI app in a worker: gevent.pywsgi through its public API, plus what it lacks.
+"""The pywsgi engine: a WSGI app served by gevent.pywsgi through its public API, plus what it lacks.
 
 Added around pywsgi: TCP_NODELAY on every connection (without it, headers and body written
 separately stall ~40 ms on delayed ACKs), per-connection tracking so a drain can wait for
@@ -7,7 +7,6 @@ clients move to another worker at a request boundary instead of being cut mid-re
 """
 from __future__ import annotations
 
-import _socket
 import socket
 import time
 from typing import Any, Callable
@@ -16,13 +15,12 @@ import gevent
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from . import handoff
-from .handed_over import HandedOverSocket
-from .scheduling.base import ListenError, bind_socket, close_fd
+from .lane_reader import LaneReader
+from .retryable_socket import RetryableSocket
 
 # Call environ[NO_RETRY]() before a side effect a second run would repeat: under rr an
 # idempotent request whose worker is SIGKILLed before it answers is otherwise served again
-# by another worker (master/handed_over.py). A no-op elsewhere.
+# by another worker (master/worker/retryable_socket.py). A no-op elsewhere.
 NO_RETRY = "pycluster.no_retry"
 GATHER_MAX = 64 * 1024  # a first body chunk up to this goes out in the headers' write
 IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
@@ -99,8 +97,8 @@ class ClusterServer(WSGIServer):
         self.family = socket.AF_INET  # rr: the primary's listener family, from its queryServer reply
         self.access_log = access_log
         self.connections: set[TrackedHandler] = set()
-        self.lane: Any = None  # rr: the handoff lane the primary writes connections into
-        self.peek = False  # rr: peek at idempotent first requests (master/handed_over.py)
+        self.lane: LaneReader | None = None  # rr: the handoff lane the primary writes connections into
+        self.peek = False  # rr: peek at idempotent first requests (master/worker/retryable_socket.py)
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,
                          log=None if not access_log else "default", **kwargs)
@@ -119,7 +117,7 @@ class ClusterServer(WSGIServer):
         Family and type are given, and the peer comes from the primary's accept, so a
         handed-over connection costs no getsockopt/getpeername system calls here.
         """
-        sock = HandedOverSocket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
+        sock = RetryableSocket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
         if self.peek:
             sock.peek_first_request()
         if peer is None:
@@ -130,61 +128,14 @@ class ClusterServer(WSGIServer):
         self.group.spawn(self.handle, sock, peer)
 
     def take_lane(self, fd: int) -> None:
-        """rr: serve what the primary writes into our handoff lane (master/handoff.py)."""
-        # The C-level socket class: a non-blocking read that never parks this greenlet, so
-        # a drain can read the lane dry from another greenlet without contention.
-        self.lane = _socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
-        self.lane.setblocking(False)
-        gevent.spawn(self._read_lane)
+        """rr: serve what the primary writes into our handoff lane (master/core/lane.py)."""
+        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining)
+        self.lane.start()
 
-    def _read_lane(self) -> None:
-        hub = gevent.get_hub()
-        watcher = hub.loop.io(self.lane.fileno(), 1)  # one watcher for the lane's life, not one per wait
-        try:
-            while self.lane is not None:
-                hub.wait(watcher)
-                if not self.take_handed_over():
-                    return
-        finally:
-            watcher.close()
-
-    def take_handed_over(self) -> bool:
-        """Serve every connection queued in the lane now; draining, send them back instead.
-
-        The runtime calls this just before it starts draining, so whatever the primary
-        handed over before telling us to disconnect is served here. False at end of file.
-        """
-        while self.lane is not None:
-            try:
-                conns = handoff.receive(self.lane)
-            except (BlockingIOError, InterruptedError):
-                return True
-            except OSError:
-                return False
-            if conns is None:
-                return False
-            if not isinstance(conns, list):
-                if conns == handoff.PING:  # the primary waits to hear that we caught up
-                    try:
-                        self.lane.send(handoff.PONG)
-                    except OSError:
-                        pass
-                continue
-            if self.runtime.draining:
-                self._send_back(conns)
-            else:
-                for fd, peer in conns:
-                    self.accept_fd(fd, peer)
-        return False
-
-    def _send_back(self, conns: list[handoff.Conn]) -> None:
-        # The primary gives them to another worker (it counts them as refused).
-        try:
-            handoff.send(self.lane, conns)
-        except OSError:
-            pass  # the primary is gone: nobody is left to serve them
-        for fd, _ in conns:
-            close_fd(fd)
+    def take_handed_over(self) -> None:
+        """rr: serve what the lane holds right now (the runtime calls this before draining)."""
+        if self.lane is not None:
+            self.lane.read_now()
 
     def stop_taking_connections(self) -> None:
         """Take no new connections (rr: the lane sends handoffs back while draining).
@@ -253,44 +204,3 @@ def _instrument(app: Callable, runtime: Any) -> Callable:
 
     return instrumented
 
-
-def open_listener(policy: str, reply: dict[str, Any], fds: list[int], host: str) -> Any:
-    """The listener this worker serves on, as its policy says (None for rr)."""
-    if policy == "shared":
-        if not fds:
-            raise ListenError(0, "the primary sent no listening socket")
-        return socket.socket(fileno=fds[0])
-    if policy == "reuseport":
-        return bind_socket(host, int(reply["port"]), reuseport=True)
-    return None
-
-
-def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -> None:
-    """Listen on `bind` as the primary's policy says, serve `app`, return once drained."""
-    from .primary import parse_bind  # the one parser for addresses
-
-    if not callable(app):
-        raise TypeError(f"serve() needs a WSGI callable, got {type(app).__name__}")
-    host, port = parse_bind(bind)
-    reply, fds = runtime.request("queryServer", address=host, port=port)
-    if not reply.get("ok"):
-        raise ListenError(reply.get("errno") or 0, reply.get("error") or f"cannot listen on {host}:{port}")
-    policy = reply["policy"]
-    listener = open_listener(policy, reply, fds, host)
-    real_port = int(reply.get("port") or port)
-    # wsgi.multiprocess also makes pywsgi accept one connection per wake-up (max_accept 1):
-    # on a shared socket, a worker that grabbed 100 at once would starve the others.
-    environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port), "wsgi.multiprocess": True}
-    server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
-                           access_log=access_log, environ=environ)
-    server.family = int(reply.get("family") or socket.AF_INET)
-    server.peek = bool(reply.get("peek"))
-    if listener is not None:
-        server.start()
-    elif policy == "rr":
-        if not fds:
-            raise ListenError(0, "the primary sent no handoff lane")
-        server.take_lane(fds[0])
-    runtime.add_server(server)
-    runtime.notify("listening", address=host, port=real_port)
-    runtime.wait()
