@@ -21,6 +21,7 @@ from ..core.settings import WorkerSettings
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 LOG_FORMATS = ("text", "json")
+ENGINES = ("pywsgi", "httptools")
 SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -152,7 +153,24 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
      "rr: give an idempotent request a SIGKILLed worker was serving to another worker, once (1/0)"),
     ("--batch-scheduling", "BATCH_SCHEDULING", parse_switch, "1",
      "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
+    ("--engine", "ENGINE", _choice(*ENGINES), "pywsgi", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
+    ("--header-timeout", "HEADER_TIMEOUT", _seconds, "10", "seconds to receive a request head (0: no limit)"),
+    ("--body-timeout", "BODY_TIMEOUT", _seconds, "10", "seconds a request body may stall (0: no limit)"),
+    ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", _seconds, "5",
+     "seconds an idle keep-alive connection stays open (0: no limit)"),
+    ("--worker-connections", "WORKER_CONNECTIONS", _count, "1000",
+     "connections one worker serves at once; more wait in the kernel's queue (0: no cap)"),
+    ("--max-header-bytes", "MAX_HEADER_BYTES", lambda flag, raw: parse_size(raw, flag), "64K",
+     "request line and headers; larger: 431"),
+    ("--limit-request-line", "LIMIT_REQUEST_LINE", _count, "8190", "request line bytes; longer: 414"),
+    ("--limit-request-fields", "LIMIT_REQUEST_FIELDS", _count, "100", "header fields; more: 431"),
+    ("--max-body-bytes", "MAX_BODY_BYTES", lambda flag, raw: parse_size(raw, flag), "100M",
+     "request body; larger: 413 and the connection closes (0: no limit)"),
 ]
+# Passed to every worker as they are (WorkerSettings has a field of the same name).
+WORKER_FIELDS = ("access_log", "engine", "header_timeout", "body_timeout", "keepalive_timeout",
+                 "worker_connections", "max_header_bytes", "limit_request_line", "limit_request_fields",
+                 "max_body_bytes")
 SHOWN_DEFAULTS = {"--workers": "CPUs", "--control-socket": "per user and port"}
 
 
@@ -176,6 +194,15 @@ class Config:
     access_log: bool = False
     retry_idempotent: bool = True
     batch_scheduling: bool = True
+    engine: str = "pywsgi"
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    worker_connections: int = 1000
+    max_header_bytes: int = 64 * 1024
+    limit_request_line: int = 8190
+    limit_request_fields: int = 100
+    max_body_bytes: int = 100 * 1024 * 1024
 
     @property
     def heartbeat_interval(self) -> float:
@@ -184,7 +211,8 @@ class Config:
 
     def worker_settings(self) -> WorkerSettings:
         """What the workers are told about how to serve."""
-        return WorkerSettings(access_log=self.access_log, heartbeat_interval=self.heartbeat_interval)
+        return WorkerSettings(heartbeat_interval=self.heartbeat_interval,
+                              **{name: getattr(self, name) for name in WORKER_FIELDS})
 
 
 class _Parser(argparse.ArgumentParser):

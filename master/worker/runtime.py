@@ -23,6 +23,7 @@ from ..core.events import EventEmitter
 from ..core.net import close_fd
 from ..core.procstats import rss_bytes
 from ..core.settings import WorkerSettings
+from .balance import Balancer
 
 ORPHAN_DRAIN_SECONDS = 1.0  # primary gone: finish what we can quickly, then leave
 
@@ -38,6 +39,7 @@ class WorkerRuntime(EventEmitter):
         super().__init__()
         self.id = worker_id
         self.settings = settings or WorkerSettings()
+        self.balancer = Balancer()  # asked at every keep-alive request boundary (balance.py)
         self.master_pid = master_pid
         self.sock = socket.socket(fileno=channel_fd)
         self.started = time.monotonic()
