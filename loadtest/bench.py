@@ -25,14 +25,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import fairness, mixed, report, wrk
+from loadtest import capacity, fairness, mixed, report, wrk
 from loadtest.loadgen import LoadGen, kinds
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
                               cpu_percent, master_available, sample)
 from loadtest.stats import add_derived
 
 ENDPOINTS = ("/", "/work", "/count")
-EXTRAS = ("ceiling", "fairness", "loss", "mixed")   # what --skip may leave out
+EXTRAS = ("ceiling", "fairness", "loss", "mixed", "mixed-keepalive", "capacity")   # what --skip may leave out
+MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class Plan:
     skip: frozenset[str] = frozenset()                      # of EXTRAS
     wrk_threads: int = 1
     wrk_cpus: str | None = None                              # taskset CPU list for wrk, e.g. "12-15"
+    capacity_s: float = 12.0                                 # per capacity timeline (crash, start-up, scale-up)
+    mixed_keepalive_s: float = 8.0                           # the mixed keep-alive profile (wrk)
 
 
 def make_plan(quick: bool, cpus: int, workers: list[int] | None) -> Plan:
     """The full plan, or the quick one that fits in two minutes."""
     if quick:
-        return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5)
+        return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5,
+                    capacity_s=9.0, mixed_keepalive_s=3.0)
     return Plan(False, tuple(workers or range(1, cpus + 1)), 10, 2, 32, 2000, 6.0, 15, 50, True, True, 3.0)
 
 
@@ -193,6 +197,50 @@ def measure_loss(srv: Server, seconds: float) -> dict:
             "replaced": replaced}
 
 
+def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
+    """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest."""
+    res = wrk.run(srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus,
+                  script=MIXED_KEEPALIVE_SCRIPT)
+    return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
+            "endpoint": "mixed-keepalive", "connections": 32, "duration_s": plan.mixed_keepalive_s,
+            "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "max_ms": res.get("max_ms"),
+            "over_1s": res.get("over_1s"), "timeouts": res["errors"]["timeout"], "requests": res["requests"],
+            "errors_total": sum(res["errors"].values()) + res["non2xx"]}
+
+
+def mixed_keepalive_line(srv: Server, r: dict) -> str:
+    return (f"{srv.label:<18} N={srv.workers} mixed keep-alive {r['rps'] or 0:,.0f} req/s  p99 {r['p99_ms']} ms  "
+            f"max {r['max_ms']} ms  over 1 s {r['over_1s']}  timeouts {r['timeouts']}")
+
+
+def capacity_line(srv: Server, r: dict) -> str:
+    back = "never" if r["recovered_s"] is None else f"{r['recovered_s']} s"
+    return (f"{srv.label:<18} N={srv.workers} capacity {r['scenario']:<8} back to 0.9 in {back}, top share "
+            f"{r['top_share_after']:.2f}, {r['failures']} failures")
+
+
+def measure_capacity_changes(server: str, policy: str, n: int, redis_url: str, plan: Plan, progress) -> list[dict]:
+    """Start-up under load (N workers), then N-1 scaled up to N (SIGTTIN, which both masters take)."""
+    out = []
+    srv, res = capacity.startup(lambda port: Server(server, policy, n, redis_url, port=port).start(), plan.capacity_s)
+    try:
+        out.append(res)
+        progress.step(capacity_line(srv, res))
+    finally:
+        srv.stop()
+        srv.cleanup()
+    srv = Server(server, policy, n - 1, redis_url).start()
+    try:
+        res = capacity.scale_up(srv, lambda s: s.signal(signal.SIGTTIN), plan.capacity_s)
+        res["workers"] = n
+        out.append(res)
+        progress.step(capacity_line(srv, res))
+    finally:
+        srv.stop()
+        srv.cleanup()
+    return out
+
+
 def servers_to_run(only: list[str] | None) -> tuple[list[tuple[str, str]], list[str]]:
     """(server, policy) pairs to measure and notes on what had to be skipped."""
     pairs, notes = [], []
@@ -219,6 +267,8 @@ def count_steps(pairs, plan: Plan, cpus: int) -> int:
                 steps += len(fairness.MODES) if fair and "fairness" not in plan.skip else 0
                 steps += 1 if fair and "loss" not in plan.skip else 0
                 steps += 1 if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")) else 0
+                steps += 0 if "mixed-keepalive" in plan.skip else 1
+                steps += 0 if "capacity" in plan.skip or n < 2 else 3
     return steps
 
 
@@ -272,9 +322,17 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                                      "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
                         progress.step(f"{srv.label:<18} N={n} mixed (locust) {m['rps'] or 0:,.0f} req/s "
                                       f"p99 {m['p99_ms']} ms, {m['failures']} failures")
+                    if "mixed-keepalive" not in plan.skip:
+                        runs.append(measure_mixed_keepalive(srv, plan))
+                        progress.step(mixed_keepalive_line(srv, runs[-1]))
+                    if "capacity" not in plan.skip and n >= 2:
+                        runs.append(capacity.crash(srv, plan.capacity_s))
+                        progress.step(capacity_line(srv, runs[-1]))
                 finally:
                     srv.stop()
                     srv.cleanup()
+                if n == top and n >= 2 and "capacity" not in plan.skip:
+                    runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
     finally:
         redis.stop()
     return runs
@@ -343,7 +401,7 @@ def main(argv=None) -> int:
     paths = report.write(runs, meta, Path(args.docs), out=Path(args.out) if args.out else None)
     print(f"wrote {paths['results']}, {paths['markdown']} and {len(paths['plots'])} plots "
           f"in {meta['elapsed_s']:.0f}s", flush=True)
-    for row in report.targets(runs, cpus):
+    for row in report.targets(runs, cpus, paths["previous"]):
         print(f"target {row['policy']:<10} {row['target']}: {row['measured']} -> {'met' if row['met'] else 'MISSED'}")
     return 0
 

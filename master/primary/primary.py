@@ -66,6 +66,8 @@ class Primary(EventEmitter):
         self._stop_requested = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
         self.rebalancer = Rebalancer(self.loop, self.listening_workers)
+        self.other_children: dict[int, Callable[[], Any]] = {}  # pid -> its poll(): e.g. the fork template
+        self.adopts_orphans = False  # a child subreaper: reap what is reparented to us
 
     # -- configuration ------------------------------------------------------------------
     @property
@@ -143,6 +145,13 @@ class Primary(EventEmitter):
         # Node emits 'fork' on the next tick, so handlers added right after fork() see it.
         self.loop.call_soon(self.emit, "fork", worker)
         return worker
+
+    def template_env(self) -> dict[str, str]:
+        """The environment of a fork template for the app: a worker's, without what is per worker."""
+        env = self._child_env(0, -1, None)
+        for key in ("PYCLUSTER_CHANNEL_FD", "PYCLUSTER_WORKER_ID"):
+            env.pop(key, None)
+        return env
 
     def _child_env(self, worker_id: int, channel_fd: int, env: dict[str, Any] | None) -> dict[str, str]:
         child_env = dict(os.environ)
@@ -294,17 +303,24 @@ class Primary(EventEmitter):
                 returncode = worker.process.poll()
                 if returncode is not None:
                     self._worker_exited(worker, returncode)
-        if os.getpid() == 1:
+        for poll in list(self.other_children.values()):
+            poll()
+        if self.adopts_orphans or os.getpid() == 1:
             self._reap_orphans()
 
     def _reap_orphans(self) -> None:
-        # As PID 1 (a container without an init) we inherit every orphan: reap them too.
+        """Reap exited children that are neither workers nor known to us (PID 1, or a subreaper)."""
+        known = {w.pid for w in self.workers.values()} | set(self.other_children)
         while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+            try:  # look without reaping: a known child's owner must read its status itself
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid in known:
+                return  # nothing exited, or the next exited child is ours to poll next turn
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
                 return
 
     # -- cluster-wide operations -----------------------------------------------------------

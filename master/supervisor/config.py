@@ -154,6 +154,8 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--batch-scheduling", "BATCH_SCHEDULING", parse_switch, "1",
      "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
     ("--engine", "ENGINE", _choice(*ENGINES), "pywsgi", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
+    ("--fork-template", "FORK_TEMPLATE", parse_switch, "1",
+     "fork workers from a process that has imported the app (made anew on every reload), not fresh interpreters (1/0)"),
     ("--header-timeout", "HEADER_TIMEOUT", _seconds, "10", "seconds to receive a request head (0: no limit)"),
     ("--body-timeout", "BODY_TIMEOUT", _seconds, "10", "seconds a request body may stall (0: no limit)"),
     ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", _seconds, "5",
@@ -195,6 +197,7 @@ class Config:
     retry_idempotent: bool = True
     batch_scheduling: bool = True
     engine: str = "pywsgi"
+    fork_template: bool = True
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     keepalive_timeout: float = 5.0
