@@ -31,12 +31,13 @@ ENV = "PYCLUSTER_BOARD_FD"
 class Board:
     """One worker's record, mapped from a memfd."""
 
-    __slots__ = ("fd", "_map", "cells")
+    __slots__ = ("fd", "_map", "cells", "closed")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._map = mmap.mmap(fd, SIZE)
         self.cells = memoryview(self._map).cast("q")
+        self.closed = False
 
     @classmethod
     def create(cls) -> "Board":
@@ -57,6 +58,9 @@ class Board:
 
     def close(self) -> None:
         """Unmap and close the descriptor."""
+        if self.closed:
+            return
+        self.closed = True
         self.cells.release()
         self._map.close()
         try:

@@ -462,22 +462,28 @@ class Arbiter:
                 "requests_total": self.retired_requests + sum(w["requests"] for w in workers),
                 "reload": dict(self.rolling.status), "recent_exits": list(self.events)[-10:],
                 "fork_template": self.templates.figures() if self.templates else None,
+                # rr: idle keep-alive connections the master holds between requests
+                "parked": len(self.handle.parking) if getattr(self.handle, "parking", None) is not None else 0,
             },
             "workers": workers,
         }
 
     def _worker_figures(self, worker: Worker) -> dict[str, Any]:
-        stats = worker.stats
+        stats, board = worker.stats, worker.board
+        # Live from the load board where there is one (a heartbeat is up to a second old, and
+        # none comes while the worker's loop is blocked); from the last heartbeat otherwise.
+        live = board is not None and not board.closed
         return {
             "id": worker.id, "pid": worker.pid, "state": worker.state, "slot": worker.slot,
-            "generation": worker.generation, "requests": int(stats.get("requests", 0)),
-            "in_flight": int(stats.get("in_flight", 0)), "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
+            "generation": worker.generation,
+            "requests": board[fields.SERVED] if live else int(stats.get("requests", 0)),
+            "in_flight": board[fields.IN_FLIGHT] if live else int(stats.get("in_flight", 0)),
+            "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
             "uptime": round(self.loop.clock() - worker.started_monotonic, 1),
             "restarts": self.slot_restarts.get(worker.slot, 0),
             "draining": bool(worker.retire_reason or worker.exited_after_disconnect),
-            # live, from its load board: what the balancer works with
-            "connections": worker.board[fields.CONNECTIONS] if worker.board else 0,
-            "shed": worker.board[fields.SHED_DONE] if worker.board else 0,
+            "connections": board[fields.CONNECTIONS] if live else 0,
+            "shed": board[fields.SHED_DONE] if live else 0,
         }
 
     def ready(self) -> bool:

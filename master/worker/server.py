@@ -14,8 +14,9 @@ from typing import Any, Callable
 import gevent
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.socket import wait_read
 
-from .balance import KEEP
+from .balance import CLOSE, HAND_BACK, KEEP
 from .lane_reader import LaneReader
 from .retryable_socket import RetryableSocket
 
@@ -29,11 +30,14 @@ POLL = 0.02
 
 
 class TrackedHandler(WSGIHandler):
-    """A pywsgi handler that tells the server when its connection is idle between requests."""
+    """A pywsgi handler that tells the server when its connection is idle between requests, and
+    gives an idle keep-alive connection back to the primary when the balancer says so (rr)."""
 
     def handle(self) -> None:
         """Serve the connection's requests, registered with the server (and counted on the board) while open."""
         self.idle_since: float | None = None
+        self.served = 0
+        self.hand_back_next = False
         self.server.connections.add(self)
         runtime = self.server.runtime
         runtime.connections += 1
@@ -44,12 +48,58 @@ class TrackedHandler(WSGIHandler):
             runtime.connections -= 1
 
     def read_requestline(self) -> str:
-        """Mark the connection idle while it waits for the next request line."""
+        """Mark the connection idle while it waits for the next request line (or give it back)."""
         self.idle_since = time.monotonic()
         try:
+            if self.served and self._given_back_while_idle():
+                return ""  # the request loop ends; the connection lives on in the primary
             return super().read_requestline()
         finally:
             self.idle_since = None
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        """Say `Connection: close` when this response ends the connection (the client asked, we drain,
+        or the balancer wants it elsewhere and it cannot be handed back), so the client does not
+        reuse it and hit a reset."""
+        runtime = self.server.runtime
+        self.served += 1
+        ending = _client_closes(self.environ) or runtime.draining
+        verdict = KEEP if ending else runtime.balancer.at_boundary()
+        self.hand_back_next = verdict == HAND_BACK
+        if (ending or verdict == CLOSE) and not any(k.lower() == "connection" for k, _ in headers):
+            headers.append(("Connection", "close"))
+        return super().start_response(status, headers, exc_info)
+
+    def _given_back_while_idle(self) -> bool:
+        """Under rr, between two requests: give the connection back to the primary if it idles past
+        park_after (or at once if the balancer asked), unless bytes of a next request are here."""
+        balancer = self.server.runtime.balancer
+        wait = 0.0 if self.hand_back_next else balancer.park_after
+        if wait is None or self.server.runtime.draining or self._next_request_here():
+            return False
+        if wait:
+            try:
+                wait_read(self.socket.fileno(), timeout=wait)
+                return False  # it came in time: serve it here
+            except socket.timeout:
+                pass
+        if not balancer.hand_back(self.socket, self.client_address):
+            return False
+        self.socket.release()  # the primary has its own descriptor now; no shutdown
+        self.socket = None
+        return True
+
+    def _next_request_here(self) -> bool:
+        """Whether bytes of a next request are buffered or already queued (a look that never waits)."""
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return bool(self.rfile.peek(1))  # the buffer, else one non-blocking read: b"" when nothing came
+        except OSError:
+            return True  # broken: let the ordinary read find out and end it
+        finally:
+            sock.settimeout(timeout)
 
     def get_environ(self) -> dict:
         """pywsgi's environ, plus environ["pycluster.no_retry"] (always there, so apps need no check)."""
@@ -187,26 +237,12 @@ def _close_idle(handler: TrackedHandler) -> None:
 
 
 def _instrument(app: Callable, runtime: Any) -> Callable:
-    """Count requests and in-flight requests; say `Connection: close` while draining or shedding."""
-    balancer = runtime.balancer
+    """Count requests and in-flight requests (on the board, where the primary sees them)."""
 
     def instrumented(environ: dict, start_response: Callable) -> Any:
         runtime.in_flight += 1
-
-        # Say so when this response ends the connection (the client asked, we drain, or the
-        # balancer wants this connection elsewhere: pywsgi cannot give a connection back,
-        # so a HAND_BACK is a close here): a client that is not told would reuse the
-        # socket and hit a reset.
-        closing = _client_closes(environ)
-
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            ending = closing or runtime.draining or balancer.at_boundary() != KEEP
-            if ending and not any(k.lower() == "connection" for k, _ in headers):
-                headers.append(("Connection", "close"))
-            return start_response(status, headers, exc_info)
-
         try:
-            return app(environ, start)
+            return app(environ, start_response)
         finally:
             runtime.in_flight -= 1
             runtime.requests += 1

@@ -168,3 +168,27 @@ def test_a_stalled_worker_stops_receiving_connections_and_what_it_held_is_served
     finally:
         os.kill(stopped, signal.SIGCONT)
     wait_for(lambda: "making progress again" in m.log(), timeout=10, what="the stalled worker back")
+
+
+def test_a_slow_request_does_not_delay_fast_requests_on_other_connections(master):
+    m = master(workers=2)
+    conns = [http.client.HTTPConnection("127.0.0.1", m.port, timeout=10) for _ in range(4)]
+    try:
+        for conn in conns:  # each connection serves a request, then idles
+            conn.request("GET", "/")
+            conn.getresponse().read()
+        wait_for(lambda: m.status()["master"]["parked"] == 4, timeout=5, what="the idle connections parked")
+        slow, fast = conns[0], conns[1:]
+        slow.request("GET", "/spin?s=2")  # 2 s of CPU: its worker's loop is blocked all along
+        wait_for(lambda: any(w["in_flight"] for w in m.status()["workers"]), timeout=5, what="the slow request")
+        for conn in fast:
+            start = time.monotonic()
+            conn.request("GET", "/")
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert time.monotonic() - start < 1.0  # served by the idle worker, not after the slow one
+        assert slow.getresponse().status == 200
+    finally:
+        for conn in conns:
+            conn.close()
