@@ -39,13 +39,10 @@ class TrackedHandler(WSGIHandler):
         self.served = 0
         self.hand_back_next = False
         self.server.connections.add(self)
-        runtime = self.server.runtime
-        runtime.connections += 1
         try:
             super().handle()
         finally:
             self.server.connections.discard(self)
-            runtime.connections -= 1
 
     def read_requestline(self) -> str:
         """Mark the connection idle while it waits for the next request line (or give it back)."""
@@ -157,13 +154,18 @@ class ClusterServer(WSGIServer):
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,
                          log=None if not access_log else "default", **kwargs)
 
-    def handle(self, sock: socket.socket, address: Any) -> None:
-        """Serve one accepted connection."""
+    def handle(self, sock: socket.socket, address: Any, counted: bool = False) -> None:
+        """Serve one accepted connection, counted on the board while open (from its handoff, if `counted`)."""
+        if not counted:
+            self.runtime.connections += 1
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass  # not TCP (or already closed): nothing to tune
-        super().handle(sock, address)
+        try:
+            super().handle(sock, address)
+        finally:
+            self.runtime.connections -= 1
 
     def accept_fd(self, fd: int, peer: tuple | None = None) -> None:
         """Serve a connection the primary accepted and handed over (rr).
@@ -179,7 +181,9 @@ class ClusterServer(WSGIServer):
                 peer = sock.getpeername()
             except OSError:
                 peer = ("", 0)
-        self.group.spawn(self.handle, sock, peer)
+        # Counted the moment it leaves the lane: the primary must never see it in neither place.
+        self.runtime.connections += 1
+        self.group.spawn(self.handle, sock, peer, True)
 
     def take_lane(self, fd: int) -> None:
         """rr: serve what the primary writes into our handoff lane (master/core/lane.py)."""

@@ -43,7 +43,7 @@ from typing import Any
 
 from ...core import board as fields
 from ...core.lane import MAX_PER_RECORD, Conn
-from ..base import Handle, Reply
+from ..base import STARTUP_WAIT, Handle, Reply
 from . import placement, rescue, tcp_state
 from .lane import Lane
 from .parking import Parking
@@ -52,7 +52,6 @@ MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backl
 MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has room; then we wait
 HELD = 32  # copies kept of each worker's latest connections, to rescue what a dying worker took
 # (enough to cover a slow request while many fast ones pass it; a copy costs one descriptor)
-STARTUP_WAIT = 1.0  # at start-up, hold connections this long at most for the first workers to join
 TICK = 0.25  # seconds between checks for stalled workers and parked connections past their timeout
 
 log = logging.getLogger("master.rr")
@@ -82,15 +81,10 @@ class RoundRobinHandle(Handle):
         self.parking = Parking(self.loop, self._place_request, self.keepalive_timeout)
         self.stalled: set[int] = set()  # workers that get nothing until they make progress again
         self.stolen = 0  # taken back unread from stalled workers
-        self.expected = 0  # workers to wait for at start-up (expect())
         self.first_join: float | None = None
         self._accepting = False
         self._closed = False
         self.loop.call_later(TICK, self._tick, ref=False)
-
-    def expect(self, workers: int) -> None:
-        """At start-up: hold connections until `workers` have joined, or STARTUP_WAIT after the first."""
-        self.expected = workers
 
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit a worker: give it a lane (in the reply) and its turn at once."""
