@@ -10,6 +10,7 @@ cost the master two encodings a second, not a hundred.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import socket
@@ -21,6 +22,8 @@ from urllib.parse import parse_qsl
 from ..core.net import format_bind
 from .history import FIELDS, Beat, History
 from .peers import PeerPoller
+
+log = logging.getLogger("master.dashboard")
 
 SAMPLE_INTERVAL = 1.0
 RECENT = 10             # samples in the answer to a client that already has the rest
@@ -129,7 +132,12 @@ def asset_routes() -> dict[str, Callable[[], Response]]:
     folder = resources.files("master.supervisor").joinpath(ASSET_DIR)
     routes = {}
     for path, (name, content_type) in ASSETS.items():
-        body = folder.joinpath(name).read_bytes()
+        try:
+            body = folder.joinpath(name).read_bytes()
+        except OSError as exc:  # an install without its package data: /metrics and /ready still work
+            log.warning("dashboard file %s missing (%s): the dashboard is off", name, exc)
+            routes[path] = lambda: error_response(503, "this install lacks the dashboard's files (package data)")
+            continue
         routes[path] = lambda body=body, content_type=content_type: (200, content_type, body)
     routes["/"] = routes["/dashboard"]
     return routes

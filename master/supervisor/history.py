@@ -108,13 +108,14 @@ class History:
         if state == "running" and (before.get("state") != "running" or started_again):
             self._event(reload.get("started", now), "rolling",
                         f"rolling restart started: generation {reload.get('generation')}, "
-                        f"{reload.get('total')} workers")
+                        f"{reload.get('total')} workers", phase="start")
         elif state == "running" and reload.get("replaced") != before.get("replaced"):
-            self._event(now, "rolling", f"rolling restart: {reload.get('replaced')}/{reload.get('total')} replaced")
+            self._event(now, "rolling", f"rolling restart: {reload.get('replaced')}/{reload.get('total')} replaced",
+                        phase="step")
         if state in ("done", "failed") and (before.get("state") == "running" or started_again):
             text = (f"rolling restart done: {reload.get('replaced')} replaced" if state == "done"
                     else f"rolling restart failed: {reload.get('error')}")
-            self._event(reload.get("finished", now), "rolling", text)
+            self._event(reload.get("finished", now), "rolling", text, phase=state)
         self._rolling = dict(reload)
 
     def _note_target(self, target: int, now: float) -> None:

@@ -167,3 +167,10 @@ def test_the_admin_endpoint_serves_the_json_with_its_query_and_the_page(served):
         board.close()
     finally:
         admin.close()
+
+
+def test_missing_page_files_turn_only_the_dashboard_off(monkeypatch):
+    monkeypatch.setattr(dashboard, "ASSET_DIR", "no-such-folder")
+    routes = dashboard.asset_routes()
+    status, _, body = routes["/"]()
+    assert status == 503 and b"package data" in body

@@ -88,6 +88,7 @@ def test_a_rolling_restart_is_on_the_timeline_start_steps_and_end_and_in_every_s
     texts = [e["text"] for e in history.events if e["kind"] == "rolling"]
     assert texts == ["rolling restart started: generation 1, 2 workers", "rolling restart: 1/2 replaced",
                      "rolling restart done: 2 replaced"]
+    assert [e["phase"] for e in history.events if e["kind"] == "rolling"] == ["start", "step", "done"]
 
 
 def test_a_new_target_is_an_event():

@@ -9,8 +9,8 @@
   const STALE_MS = 4000;
   const MAX_EVENTS = 200;
   // Distinct on a projector and for the common colour blindnesses; a worker keeps its colour (by id).
-  const PALETTE = ["#2563eb", "#e11d48", "#16a34a", "#f59e0b", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
-                   "#ea580c", "#4338ca", "#0d9488", "#a16207"];
+  const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#17becf", "#8c564b", "#e377c2",
+                   "#bcbd22", "#7f7f7f"];
   const REPLICA_PALETTE = ["#0f766e", "#c2410c", "#1d4ed8", "#be185d", "#4d7c0f", "#6d28d9"];
 
   const state = { instance: null, seq: 0, samples: [], events: new Map(), snapshot: null, host: "",
@@ -112,19 +112,42 @@
     return sign + " w" + e.worker + (cls === "retired" ? " " + e.reason : cls === "crash" ? " " + e.reason : "");
   }
 
-  // Restarts and reloads as dashed vertical lines, labelled, on the timeline.
+  // A rolling restart as a band from its start to its end (its steps and drained workers are inside).
+  function rollingBands() {
+    const bands = [];
+    const sorted = [...state.events.values()].filter((e) => e.kind === "rolling").sort((a, b) => a.t - b.t);
+    for (const e of sorted) {
+      if (e.phase === "start") bands.push({ from: e.t, to: null, failed: false });
+      else if ((e.phase === "done" || e.phase === "failed") && bands.length && bands[bands.length - 1].to === null) {
+        Object.assign(bands[bands.length - 1], { to: e.t, failed: e.phase === "failed" });
+      }
+    }
+    return bands;
+  }
+
+  // On the timeline: crashes, timeouts and retirements as dashed lines with a label, reloads as bands.
   function drawEvents(u) {
     const { left, top, width, height } = u.bbox;
     const dpr = window.devicePixelRatio || 1;
     const ctx = u.ctx;
+    const xAt = (t) => Math.min(left + width, Math.max(left, u.valToPos(t, "x", true)));
     ctx.save();
-    ctx.font = (13 * dpr) + "px system-ui, sans-serif";
+    ctx.font = "600 " + (13 * dpr) + "px system-ui, sans-serif";
+    for (const band of rollingBands()) {
+      const from = xAt(band.from);
+      const to = xAt(band.to === null ? u.scales.x.max : band.to);
+      ctx.fillStyle = css(band.failed ? "--bad" : "--info") + "22";
+      ctx.fillRect(from, top, Math.max(2 * dpr, to - from), height);
+      ctx.fillStyle = css(band.failed ? "--bad" : "--info");
+      ctx.fillText(band.failed ? "⟳ reload failed" : "⟳ reload", from + 4 * dpr, top + height - 8 * dpr);
+    }
     let row = 0;
     for (const e of state.events.values()) {
+      const cls = eventClass(e);
+      if (cls === "rolling" || (cls === "retired" && e.reason === "reload")) continue;
       if (e.t < u.scales.x.min || e.t > u.scales.x.max) continue;
       const x = Math.round(u.valToPos(e.t, "x", true));
-      if (x < left || x > left + width) continue;
-      const color = css(EVENT_COLOR[eventClass(e)]);
+      const color = css(EVENT_COLOR[cls]);
       ctx.strokeStyle = color;
       ctx.fillStyle = color;
       ctx.lineWidth = 2 * dpr;
@@ -133,7 +156,7 @@
       ctx.moveTo(x, top);
       ctx.lineTo(x, top + height);
       ctx.stroke();
-      ctx.fillText(eventLabel(e), x + 4 * dpr, top + (14 + 15 * (row % 3)) * dpr);
+      ctx.fillText(eventLabel(e), x + 4 * dpr, top + (14 + 16 * (row % 3)) * dpr);
       row += 1;
     }
     ctx.restore();
@@ -150,7 +173,8 @@
     if (integer) y.incrs = INTEGER_STEPS;   // counts of requests: no 0.25 ticks
     return {
       width: Math.max(300, el.clientWidth), height,
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(integer ? 4 : 1, (max || 0) * 1.12)] } },
+      // At least a minute across, so a young master's chart does not zoom into milliseconds.
+      scales: { x: { time: true, range: (u, min, max) => [Math.min(min, max - 60), max] }, y: { range: (u, min, max) => [0, Math.max(integer ? 4 : 1, (max || 0) * 1.12)] } },
       axes: [{ stroke: fg, grid, ticks: grid, font: "14px system-ui, sans-serif" }, y],
       series: [{ value: (u, t) => (t === null ? "–" : fmtClock(t)) }, ...series],
       legend: { live: true },
@@ -214,8 +238,8 @@
     const restarts = Object.entries(master.restarts || {});
     $("t-restarts").textContent = restarts.reduce((sum, [, n]) => sum + n, 0);
     $("t-restart-reasons").textContent = restarts.map(([why, n]) => why + " " + n).join(" · ");
-    $("t-master").textContent = "pid " + master.pid + " · " + master.state;
-    $("t-uptime").textContent = "up " + fmtDuration(master.uptime) + " · gen " + master.generation;
+    $("t-master").replaceChildren(badge(master.state));
+    $("t-uptime").textContent = "pid " + master.pid + " · up " + fmtDuration(master.uptime) + " · gen " + master.generation;
     renderRolling(master.reload || {});
     workerSeriesChart("rps", 0, 1, 300, true);
     workerSeriesChart("flight", 1, 1, 200, false);
