@@ -327,19 +327,34 @@
     if (!view) return;
     $("replicas-peers").textContent = view.peers + (view.errors.length ? " · " + view.errors.join("; ") : "");
     const replicas = view.replicas;
-    const tables = replicas.map((r) => [r.series.t, r.series.rps]);
-    const data = tables.length ? uPlot.join(tables) : [[]];
-    const series = replicas.map((r, i) => ({ label: r.host || r.address, stroke: REPLICA_PALETTE[i % REPLICA_PALETTE.length],
+    const data = replicas.length ? uPlot.join(replicas.map(bySecond)) : [[]];
+    // The sum over the replicas at each second: the load the balancer spread.
+    data.push(data[0].map((_, i) => {
+      const known = data.slice(1).map((ys) => ys[i]).filter((v) => v !== null && v !== undefined);
+      return known.length ? known.reduce((a, b) => a + b, 0) : null;
+    }));
+    const series = replicas.map((r, i) => ({ label: replicaName(r), stroke: REPLICA_PALETTE[i % REPLICA_PALETTE.length],
                                              width: 2.5, points: { show: false }, value: (u, v) => fmtRate(v) }));
+    series.push({ label: "all replicas", stroke: css("--fg"), width: 2, dash: [8, 5], points: { show: false },
+                  value: (u, v) => fmtRate(v) });
     const el = $("chart-replicas");
     showChart("replicas", el, replicas.map((r) => r.address).join(","), () => chartOptions(el, 220, series), data);
     $("replicas-table").querySelector("tbody").replaceChildren(...replicas.map((r, i) => replicaRow(r, i)));
   }
 
+  // Each replica samples on its own clock: put every sample on its whole second, so the replicas'
+  // series line up (one value per replica per second) and can be summed.
+  function bySecond(r) {
+    const seconds = new Map();
+    r.series.t.forEach((t, i) => seconds.set(Math.round(t), r.series.rps[i]));
+    return [[...seconds.keys()], [...seconds.values()]];
+  }
+  const replicaName = (r) => r.address + (r.host ? " · " + r.host : "");
+
   function replicaRow(r, i) {
     const tr = document.createElement("tr");
     const s = r.summary || {};
-    const name = cell((r.host ? r.host + " " : "") + r.address);
+    const name = cell(replicaName(r));
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = REPLICA_PALETTE[i % REPLICA_PALETTE.length];
