@@ -11,7 +11,10 @@ import sys
 from typing import Any, Callable
 
 from .. import scheduling
+from ..scheduling.rebalance import Rebalancer
 from ..core import ipc
+from ..core.board import ENV as BOARD_ENV
+from ..core.board import Board
 from ..core.events import EventEmitter
 from ..core.loop import EventLoop
 from ..core.net import close_fd, parse_bind
@@ -62,6 +65,7 @@ class Primary(EventEmitter):
         self._shutdown_count = 0
         self._stop_requested = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
+        self.rebalancer = Rebalancer(self.loop, self.listening_workers)
 
     # -- configuration ------------------------------------------------------------------
     @property
@@ -122,19 +126,19 @@ class Primary(EventEmitter):
         worker_id = self._next_id
         self._next_id += 1
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        board = Board.create()
         try:
-            process = self._popen(
-                [sys.executable, "-m", WORKER_MODULE],
-                env=self._child_env(worker_id, child_sock.fileno(), env),
-                pass_fds=(child_sock.fileno(),),
-                close_fds=True,
-            )
+            child_env = self._child_env(worker_id, child_sock.fileno(), env)
+            child_env[BOARD_ENV] = str(board.fd)
+            process = self._popen([sys.executable, "-m", WORKER_MODULE], env=child_env,
+                                  pass_fds=(child_sock.fileno(), board.fd), close_fds=True)
         except BaseException:
             parent_sock.close()
+            board.close()
             raise
         finally:
             child_sock.close()
-        worker = Worker(worker_id, process, parent_sock, self.loop, self)
+        worker = Worker(worker_id, process, parent_sock, self.loop, self, board)
         self.workers[worker_id] = worker
         # Node emits 'fork' on the next tick, so handlers added right after fork() see it.
         self.loop.call_soon(self.emit, "fork", worker)
@@ -210,6 +214,7 @@ class Primary(EventEmitter):
     def _on_listening(self, worker: Worker, message: dict[str, Any]) -> None:
         worker.state = LISTENING
         worker.ever_listened = True
+        self.rebalancer.start()
         address = {"address": message.get("address"), "port": message.get("port"),
                    "addressType": 6 if ":" in str(message.get("address")) else 4}
         worker.emit("listening", address)
@@ -235,6 +240,10 @@ class Primary(EventEmitter):
         "exiting": _on_exiting,
         "bootError": _on_boot_error,
     }
+
+    def listening_workers(self) -> list[Worker]:
+        """Workers serving now: listening, and not on their way out."""
+        return [w for w in self.workers.values() if w.state == LISTENING and not w.exited_after_disconnect]
 
     # -- worker lifecycle ------------------------------------------------------------------
     def _worker_disconnecting(self, worker: Worker) -> None:
@@ -266,6 +275,7 @@ class Primary(EventEmitter):
         self._forget(worker)
         worker.emit("exit", code, signame)
         self.emit("exit", worker, code, signame)
+        worker.board.close()
         self._check_all_disconnected()
 
     def _forget(self, worker: Worker) -> None:

@@ -33,6 +33,9 @@ class Handle:
         """Create this policy's socket."""
         return bind_socket(host, port, backlog=self.backlog)
 
+    def expect(self, workers: int) -> None:
+        """At start-up, `workers` are about to join (rr waits for them; the others cannot hold connections)."""
+
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit `worker`; answer its queryServer through `reply`."""
         self.workers[worker.id] = worker

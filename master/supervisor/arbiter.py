@@ -15,6 +15,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable
 
+from ..core import board as fields
 from ..core import cpu_class
 from ..core.exitcodes import MASTER_APP_LOAD_ERROR, MASTER_CANNOT_LISTEN, MASTER_OK
 from ..core.net import ListenError, parse_bind
@@ -96,7 +97,9 @@ class Arbiter:
         self.primary.scheduling_policy = self.cfg.policy
         try:
             self.handle = self.primary.listen(self.cfg.bind, backlog=self.cfg.backlog)
-            self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads it; others ignore it
+            self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads these; others ignore them
+            self.handle.keepalive_timeout = self.cfg.keepalive_timeout
+            self.handle.expect(self.target)
         except ListenError as exc:
             log.error("%s", exc.strerror)
             self.exit_code = MASTER_CANNOT_LISTEN
@@ -436,6 +439,9 @@ class Arbiter:
             "uptime": round(self.loop.clock() - worker.started_monotonic, 1),
             "restarts": self.slot_restarts.get(worker.slot, 0),
             "draining": bool(worker.retire_reason or worker.exited_after_disconnect),
+            # live, from its load board: what the balancer works with
+            "connections": worker.board[fields.CONNECTIONS] if worker.board else 0,
+            "shed": worker.board[fields.SHED_DONE] if worker.board else 0,
         }
 
     def ready(self) -> bool:

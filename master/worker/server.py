@@ -15,6 +15,7 @@ import gevent
 import gevent.pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from .balance import KEEP
 from .lane_reader import LaneReader
 from .retryable_socket import RetryableSocket
 
@@ -31,13 +32,16 @@ class TrackedHandler(WSGIHandler):
     """A pywsgi handler that tells the server when its connection is idle between requests."""
 
     def handle(self) -> None:
-        """Serve the connection's requests, registered with the server while open."""
+        """Serve the connection's requests, registered with the server (and counted on the board) while open."""
         self.idle_since: float | None = None
         self.server.connections.add(self)
+        runtime = self.server.runtime
+        runtime.connections += 1
         try:
             super().handle()
         finally:
             self.server.connections.discard(self)
+            runtime.connections -= 1
 
     def read_requestline(self) -> str:
         """Mark the connection idle while it waits for the next request line."""
@@ -129,7 +133,8 @@ class ClusterServer(WSGIServer):
 
     def take_lane(self, fd: int) -> None:
         """rr: serve what the primary writes into our handoff lane (master/core/lane.py)."""
-        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining)
+        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining, self.runtime.made_progress)
+        self.runtime.balancer.lane = self.lane
         self.lane.start()
 
     def take_handed_over(self) -> None:
@@ -182,17 +187,21 @@ def _close_idle(handler: TrackedHandler) -> None:
 
 
 def _instrument(app: Callable, runtime: Any) -> Callable:
-    """Count requests and in-flight requests; say `Connection: close` while draining."""
+    """Count requests and in-flight requests; say `Connection: close` while draining or shedding."""
+    balancer = runtime.balancer
 
     def instrumented(environ: dict, start_response: Callable) -> Any:
         runtime.in_flight += 1
 
-        # Say so when this response ends the connection (the client asked, or we drain):
-        # a client that is not told would reuse the socket and hit a reset.
-        closing = environ.get("HTTP_CONNECTION", "").lower() == "close"
+        # Say so when this response ends the connection (the client asked, we drain, or the
+        # balancer wants this connection elsewhere: pywsgi cannot give a connection back,
+        # so a HAND_BACK is a close here): a client that is not told would reuse the
+        # socket and hit a reset.
+        closing = _client_closes(environ)
 
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            if (closing or runtime.draining) and not any(k.lower() == "connection" for k, _ in headers):
+            ending = closing or runtime.draining or balancer.at_boundary() != KEEP
+            if ending and not any(k.lower() == "connection" for k, _ in headers):
                 headers.append(("Connection", "close"))
             return start_response(status, headers, exc_info)
 
@@ -204,3 +213,10 @@ def _instrument(app: Callable, runtime: Any) -> Callable:
 
     return instrumented
 
+
+def _client_closes(environ: dict) -> bool:
+    """Whether this request's connection ends after the response anyway (so nothing to balance)."""
+    connection = environ.get("HTTP_CONNECTION", "").lower()
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+        return connection != "keep-alive"
+    return connection == "close"
