@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 
+from support import free_port
 from support_ui import dashboard_env, metrics_port, require_tool, wait_rates
 
 from loadtest.browser import Browser
@@ -75,7 +76,7 @@ def test_one_series_per_worker_and_a_killed_workers_successor_appears_and_rises(
         gen.join()
 
 
-def _wait(browser, probe, what, timeout=20.0):
+def _wait(browser, probe, what, timeout=20.0, show=SERIES):
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -83,5 +84,42 @@ def _wait(browser, probe, what, timeout=20.0):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; page errors: {browser.errors}; "
-                                 f"series: {browser.evaluate(SERIES)}")
+                                 f"on the page: {browser.evaluate(show)}")
         time.sleep(0.25)
+
+
+REPLICAS = """(() => {
+  const board = window.pyclusterDashboard, chart = board && board.charts.replicas;
+  if (!chart || document.getElementById("replicas").hidden) return null;
+  const rows = [...document.querySelectorAll("#replicas-table tbody tr")].map(r => r.textContent);
+  return {labels: chart.plot.series.slice(1).map(s => s.label), rows,
+          last: chart.plot.data.slice(1).map(ys => ys[ys.length - 1])};
+})()"""
+
+
+def test_with_peers_the_page_shows_every_replica_and_which_one_answered(master):
+    require_tool("chromium")
+    port_a, port_b = free_port(), free_port()
+    peers = f"127.0.0.1:{port_a},127.0.0.1:{port_b}"
+    a = master(workers=1, env=dashboard_env(port_a, DASHBOARD_PEERS=peers))
+    b = master(workers=2, env=dashboard_env(port_b, DASHBOARD_PEERS=peers))
+    gens = [LoadGen("127.0.0.1", m.port, ["/sleep?s=0.02"], concurrency=2, keepalive=False, duration=40,
+                    max_requests=10_000).start() for m in (a, b)]
+    try:
+        with Browser() as browser:
+            browser.goto(f"http://127.0.0.1:{port_b}/")
+
+            def both_replicas_serving():
+                view = browser.evaluate(REPLICAS)
+                return view if view and len(view["rows"]) == 2 and all((v or 0) > 0 for v in view["last"]) else None
+
+            view = _wait(browser, both_replicas_serving, "both replicas on the page", 30, REPLICAS)
+            # One series per replica (named by address, sorted), and their sum.
+            assert [label.split(" ")[0] for label in view["labels"]] == sorted(peers.split(",")) + ["all"]
+            this_one = [row for row in view["rows"] if "this one" in row]
+            assert len(this_one) == 1 and f"127.0.0.1:{port_b}" in this_one[0]
+            assert browser.errors == []
+    finally:
+        for gen in gens:
+            gen.stop()
+            gen.join()

@@ -327,7 +327,7 @@
     if (!view) return;
     $("replicas-peers").textContent = view.peers + (view.errors.length ? " · " + view.errors.join("; ") : "");
     const replicas = view.replicas;
-    const data = replicas.length ? uPlot.join(replicas.map(bySecond)) : [[]];
+    const data = replicas.length ? holdOver(uPlot.join(replicas.map(bySecond))) : [[]];
     // The sum over the replicas at each second: the load the balancer spread.
     data.push(data[0].map((_, i) => {
       const known = data.slice(1).map((ys) => ys[i]).filter((v) => v !== null && v !== undefined);
@@ -348,6 +348,21 @@
     const seconds = new Map();
     r.series.t.forEach((t, i) => seconds.set(Math.round(t), r.series.rps[i]));
     return [[...seconds.keys()], [...seconds.values()]];
+  }
+  // A replica whose sample fell into the next second has no value in this one: hold its last value
+  // for up to 2 s, so its line and the sum do not dip on the replicas' clock skew (a real gap stays).
+  function holdOver(data) {
+    const xs = data[0];
+    for (const ys of data.slice(1)) {
+      let last = null;
+      let lastX = -Infinity;
+      for (let i = 0; i < xs.length; i += 1) {
+        if (ys[i] !== null && ys[i] !== undefined) { last = ys[i]; lastX = xs[i]; }
+        else if (last !== null && xs[i] - lastX <= 2) ys[i] = last;
+        else ys[i] = null;
+      }
+    }
+    return data;
   }
   const replicaName = (r) => r.address + (r.host ? " · " + r.host : "");
 
