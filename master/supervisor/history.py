@@ -94,6 +94,7 @@ class History:
                             "text": text, **fields})
 
     def _note_exits(self, exits: list[dict[str, Any]]) -> None:
+        # The snapshot carries the last 10 exits: only more than 10 within one second would miss a marker.
         for exit_ in exits:
             if exit_["ts"] <= self._last_exit_ts:
                 continue
