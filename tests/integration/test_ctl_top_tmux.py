@@ -44,7 +44,10 @@ class Tmux:
         return self("capture-pane", "-p", "-t", session).stdout
 
     def close(self) -> None:
+        socket_path = self("display-message", "-p", "#{socket_path}").stdout.strip()
         self("kill-server")
+        if socket_path:  # tmux leaves its socket file behind
+            Path(socket_path).unlink(missing_ok=True)
 
 
 def rows(screen: str) -> dict[int, tuple[int, str, float]]:
