@@ -27,6 +27,7 @@ from pathlib import Path
 
 from loadtest import capacity, fairness, mixed, report, wrk
 from loadtest.loadgen import LoadGen, kinds
+from loadtest.progress import Progress
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
                               cpu_percent, master_available, sample)
 from loadtest.stats import add_derived
@@ -125,22 +126,6 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-class Progress:
-    """Numbered progress lines with the elapsed time."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-
-    def step(self, text: str) -> None:
-        """Print one finished step."""
-        self.done += 1
-        print(f"[{self.done:>3}/{self.total}] {time.monotonic() - self.t0:6.1f}s  {text}", flush=True)
-
-    def note(self, text: str) -> None:
-        """Print a line that is not a step."""
-        print(f"          {time.monotonic() - self.t0:6.1f}s  {text}", flush=True)
 
 
 def measure_ceiling(redis_url: str, seconds: float) -> list[dict]:
@@ -279,12 +264,14 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
     redis = RedisServer().start()
     try:
         if "ceiling" not in plan.skip:
+            progress.start("ceiling: Flask in-process")
             for r in measure_ceiling(redis.url, plan.ceiling_s):
                 runs.append(r)
             progress.step("ceiling " + ", ".join(f"{r['endpoint']} {r['rps_per_core']:,.0f}/core" for r in runs))
         top = max(plan.workers)
         for server, policy in pairs:
             for n in plan.workers:
+                progress.start(f"{server}/{policy} N={n}: starting")
                 try:
                     srv = Server(server, policy, n, redis.url).start()
                 except (RuntimeError, TimeoutError) as exc:
@@ -296,6 +283,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     continue
                 try:
                     for endpoint, close in throughput_runs(plan, n):
+                        progress.start(f"{srv.label} N={n} {endpoint}{' close' if close else ''}")
                         r = measure_throughput(srv, endpoint, plan, close)
                         runs.append(r)
                         progress.step(f"{srv.label:<18} N={n} {endpoint:<6}{' close' if close else '':6} "
@@ -306,17 +294,20 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                         continue
                     if server == "pycluster" or policy == "sync":
                         for mode in () if "fairness" in plan.skip else fairness.MODES:
+                            progress.start(f"{srv.label} N={n} fairness {mode}")
                             f = fairness.measure(srv.port, srv.worker_pids(), mode, plan.fairness_requests,
                                                  max_seconds=30 if not plan.quick else 8)
                             runs.append({"kind": "fairness", "server": server, "policy": policy, "workers": n, **f})
                             progress.step(f"{srv.label:<18} N={n} fairness {mode:<10} {f['per_worker']} "
                                           f"Jain {f['jain']}")
                         if "loss" not in plan.skip:
+                            progress.start(f"{srv.label} N={n} loss on SIGKILL")
                             loss = measure_loss(srv, plan.loss_s)
                             runs.append(loss)
                             progress.step(f"{srv.label:<18} N={n} loss on SIGKILL: {loss['failures']} of "
                                           f"{loss['requests']} failed {loss['by_kind']}")
                     if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")):
+                        progress.start(f"{srv.label} N={n} mixed (locust)")
                         m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s)
                         runs.append({"kind": "mixed", "server": server, "policy": policy, "workers": n,
                                      "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
@@ -334,6 +325,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                 if n == top and n >= 2 and "capacity" not in plan.skip:
                     runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
     finally:
+        progress.close()
         redis.stop()
     return runs
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from loadtest import capacity
 from loadtest.loadgen import LoadGen, kinds
+from loadtest.progress import Progress
 from loadtest.servers import HOST, REPO, RedisServer, Server, master_available, wait_http
 from loadtest.timeline import baseline, buckets, plot, recovery_time
 
@@ -278,6 +279,13 @@ def graceful_shutdown(target, timing: Timing) -> dict:
             "restart": True}
 
 
+def planned_seconds(name: str, timing: Timing) -> float:
+    """About how long a scenario runs, start-up included: the progress line's estimate of time left."""
+    load_s = {"worker-kill": timing.kill_for, "worker-hang": timing.hang_for, "redis-outage": timing.outage,
+              "rolling-restart": 5.0}.get(name, 10.0)
+    return 3.0 + timing.warm + load_s + timing.tail
+
+
 SCENARIOS = {
     "worker-kill": worker_kill,
     "worker-hang": worker_hang,
@@ -380,10 +388,13 @@ def main(argv=None) -> int:
         meta = {"server": args.server, "policy": policy, "workers": args.workers}
     meta["quick"] = args.quick
     results = []
-    for name in args.scenario or list(SCENARIOS):
-        res = run_scenario(name, make_target, timing, Path(args.out), meta)
-        print(verdict_line(res), flush=True)
-        results.append(res)
+    names = args.scenario or list(SCENARIOS)
+    with Progress(len(names), [planned_seconds(name, timing) for name in names]) as progress:
+        for name in names:
+            progress.start(name)
+            res = run_scenario(name, make_target, timing, Path(args.out), meta)
+            progress.step(verdict_line(res))
+            results.append(res)
     return 0 if all(r["passed"] for r in results) else 1
 
 

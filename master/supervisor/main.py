@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from . import dashboard
 from .admin_http import AdminServer
 from .arbiter import Arbiter
 from .config import Config
@@ -20,18 +21,24 @@ def run(config: Config) -> int:
     control = ControlServer(config.control_socket, arbiter)
     arbiter.add_startup(control.start)
     admin = AdminServer(config.metrics_bind, arbiter.loop) if config.metrics_bind else None
+    started: list[dashboard.Dashboard] = []
     if admin is not None:
-        arbiter.add_startup(lambda: _start_admin(admin, arbiter))
+        arbiter.add_startup(lambda: _start_admin(admin, arbiter, started))
     try:
         return arbiter.run()
     finally:
         control.close()
+        for board in started:
+            board.close()
         if admin is not None:
             admin.close()
 
 
-def _start_admin(admin: AdminServer, arbiter: Arbiter) -> None:
+def _start_admin(admin: AdminServer, arbiter: Arbiter, started: list[dashboard.Dashboard]) -> None:
     admin.route("/metrics", metrics_route(arbiter))
     admin.route("/ready", ready_route(arbiter))
     if admin.start():
-        log.info("Metrics at http://%s:%s/metrics (and /ready)", admin.bind.rpartition(":")[0], admin.port)
+        started.append(dashboard.install(admin, arbiter))
+        host = admin.bind.rpartition(":")[0]
+        log.info("Metrics at http://%s:%s/metrics (and /ready); dashboard at http://%s:%s/", host, admin.port, host,
+                 admin.port)
