@@ -1,5 +1,5 @@
 # pycluster images, one file, three targets:
-#   app       python -m master app.wsgi:app          (base dependencies)
+#   app       python -m master app.wsgi:app          (base dependencies + the `demo` extra)
 #   loadtest  locust, ENTRYPOINT ["locust"]          (base + the `loadtest` extra)
 #   baseline  the same app under gunicorn + gevent  (base + the `baseline` extra)
 #
@@ -33,7 +33,7 @@ WORKDIR /srv/pycluster
 # --- dependency stages: requirements derived from pyproject.toml -----------------------------
 FROM runtime AS deps
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+RUN python -c 'import tomllib; p = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["demo"]))' > /tmp/requirements.txt \
  && cat /tmp/requirements.txt \
  && python -m venv /opt/venv \
  && pip install --prefer-binary -r /tmp/requirements.txt

@@ -1,11 +1,12 @@
 # Two commands matter: `make test` (everything the CI runs) and `make run` (the master with
-# the app and an embedded Redis, no Docker). The venv is built from pyproject.toml.
+# the demo app and an embedded Redis, no Docker: app/run.py). The venv is built from pyproject.toml.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APP ?= app.wsgi:app
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run bench chaos clean
+.PHONY: install test test-fast run bench chaos dashboard-screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,7 +23,7 @@ test-fast: install
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 run: install
-	$(PY) -m master $(APP)
+	$(PY) -m app.run $(APP) $(RUN_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
@@ -35,3 +36,8 @@ bench: install
 
 chaos: install
 	$(PY) -m loadtest.chaos $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(COMPOSE),--compose)
+
+# The README's dashboard screenshot (docs/img/dashboard.png), taken by headless Chromium during a
+# crash demo on loopback: two workers SIGKILLed under load, then a rolling restart (~1 min).
+dashboard-screenshot: install
+	$(PY) -m loadtest.dashboard_shot

@@ -41,7 +41,7 @@ if cluster.is_primary:
     cluster.call_every(INTERVAL, print_table)
     cluster.run()
 else:
-    from master.stats import rss_bytes
+    from master.core.procstats import rss_bytes
 
     started = time.monotonic()
     served = {"requests": 0}

@@ -307,4 +307,6 @@ SCENARIOS = {
 }
 TARGETS = {"replica-kill": ComposeChaos, "redis-primary-kill": ComposeChaos, "swarm-node-kill": swarm_target,
            "swarm-primary-node-kill": swarm_target}
+# Seconds each takes here, start-up and teardown included (the progress line's estimate).
+PLANNED_S = {"replica-kill": 50.0, "redis-primary-kill": 60.0, "swarm-node-kill": 75.0, "swarm-primary-node-kill": 75.0}
 META = {name: {"policy": "swarm" if name.startswith("swarm") else "compose", "workers": None} for name in TARGETS}

@@ -52,15 +52,15 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         bare = timed(lambda: client.execute_command("INCR", KEY), n)
-        client.wait_replicas = 0
+        client.configure(0, client.wait_timeout_ms, client.wait_strict)
         script = timed(lambda: client.incr_once(KEY, MARKER_PREFIX + uuid.uuid4().hex), n)
-        client.wait_replicas = replicas
+        client.configure(replicas, client.wait_timeout_ms, client.wait_strict)
         acknowledged = timed(lambda: client.incr_once(KEY, MARKER_PREFIX + uuid.uuid4().hex), n)
         client.delete(KEY)
     print(f"{n} increments each, one at a time, from this replica:")
-    print(f"  INCR                    {summary(bare)}")
-    print(f"  script (exactly once)   {summary(script)}")
-    print(f"  script + WAIT {replicas} replica  {summary(acknowledged)}")
+    print(f"  INCR                   {summary(bare)}")
+    print(f"  script (exactly once)  {summary(script)}")
+    print(f"  script + WAIT {replicas} replica {summary(acknowledged)}")
     print(f"  WAIT adds {statistics.median(acknowledged) - statistics.median(script):.0f} µs, the script "
           f"{statistics.median(script) - statistics.median(bare):.0f} µs (medians)")
     return 0

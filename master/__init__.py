@@ -2,3 +2,4 @@
 
 Importing the package imports nothing else: a worker must be able to patch gevent first.
 """
+__version__ = "0.2.0"

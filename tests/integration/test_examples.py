@@ -180,7 +180,10 @@ def test_redis_state_counts_across_workers(example, redis_server):
     assert get(f"http://127.0.0.1:{ex.port}/session/abc").json() == {"session": {"user": "ada"}}
 
 
-def test_redis_state_without_redis_url_is_a_clear_error(example):
-    ex = example("redis_state", REDIS_URL="")
-    assert ex.proc.wait(10) != 0
-    ex.wait_output("set REDIS_URL")
+def test_redis_state_without_redis_url_starts_its_own_redis(example, tmp_path):
+    ex = example("redis_state", REDIS_URL="", REDIS_DATA_DIR=str(tmp_path / "redis"))
+    ex.wait_output("Embedded Redis at redis://127.0.0.1:")
+    wait_for(lambda: ex.serving(), what="a worker")
+    counts = [get(f"http://127.0.0.1:{ex.port}/count").json()["totalViews"] for _ in range(3)]
+    assert counts == [1, 2, 3]
+    assert list((tmp_path / "redis").glob("appendonly.aof*"))

@@ -72,7 +72,7 @@ def test_invalid_flags_give_one_line_and_nonzero_status():
         assert out.returncode == 2, (args, out)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "Traceback" not in out.stderr
-        assert out.stderr.startswith("python -m master: error:")
+        assert out.stderr.startswith("pycluster: error:")
 
 
 def test_port_in_use_is_a_clear_error(master, tmp_path):

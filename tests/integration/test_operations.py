@@ -2,10 +2,12 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -63,10 +65,16 @@ def write_app(directory, text):
     (directory / "reloadable.py").write_text(APP_V1.replace("VERSION", text))
 
 
-def test_rolling_restart_under_load_loses_nothing_and_loads_new_code(master, tmp_path):
+# Workers forked from a template that imported the app (the default), and fresh interpreters.
+TEMPLATE_OR_NOT = pytest.mark.parametrize("fork_template", ["1", "0"], ids=["template", "fresh"])
+
+
+@TEMPLATE_OR_NOT
+def test_rolling_restart_under_load_loses_nothing_and_loads_new_code(master, tmp_path, fork_template):
     write_app(tmp_path, "v1")
     m = master(app="reloadable:app", workers=2,
-               env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHONDONTWRITEBYTECODE": "1"})
+               env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHONDONTWRITEBYTECODE": "1",
+                    "FORK_TEMPLATE": fork_template})
     old = set(m.workers())
     with Load(m.url) as load:
         write_app(tmp_path, "v2")
@@ -80,10 +88,12 @@ def test_rolling_restart_under_load_loses_nothing_and_loads_new_code(master, tmp
     assert m.status()["master"]["reload"]["state"] == "done"
 
 
-def test_broken_new_version_keeps_the_old_workers(master, tmp_path):
+@TEMPLATE_OR_NOT
+def test_broken_new_version_keeps_the_old_workers(master, tmp_path, fork_template):
     write_app(tmp_path, "v1")
     m = master(app="reloadable:app", workers=2,
-               env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHONDONTWRITEBYTECODE": "1"})
+               env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "PYTHONDONTWRITEBYTECODE": "1",
+                    "FORK_TEMPLATE": fork_template})
     old = set(m.workers())
     (tmp_path / "reloadable.py").write_text("this is not python\n")
     with Load(m.url) as load:
@@ -94,7 +104,7 @@ def test_broken_new_version_keeps_the_old_workers(master, tmp_path):
     assert "cannot load app 'reloadable:app': NameError" in m.log()  # the reason, in one line
     assert set(m.workers()) == old and load.bodies == {"v1"}
     status = m.status()["master"]
-    assert status["reload"]["state"] == "failed" and "before listening" in status["reload"]["error"]
+    assert status["reload"]["state"] == "failed" and "NameError" in status["reload"]["error"]
     assert m.proc.poll() is None
 
 
@@ -203,6 +213,24 @@ def test_metrics_parse_and_counters_never_go_back(master):
     assert after["pycluster_requests_total{}"] >= before["pycluster_requests_total{}"]
     assert after['pycluster_workers{"state": "listening"}'] == 2
     assert 'pycluster_info{"app": "apps.hello:app", "bind": "127.0.0.1:%d", "policy": "rr"}' % m.port in after
+
+
+def test_ready_follows_the_master_and_the_admin_port_answers_errors_cleanly(master):
+    port = free_port()
+    m = master("--graceful-timeout", "5", workers=1, env={"METRICS_BIND": f"127.0.0.1:{port}"})
+    base = f"http://127.0.0.1:{port}"
+    assert requests.get(base + "/ready", timeout=5).json() == {"ready": True}
+    assert requests.get(base + "/nope", timeout=5).status_code == 404
+    assert requests.post(base + "/ready", timeout=5).status_code == 405
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"GARBAGE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400")
+    # Draining: a load balancer must stop sending traffic before the workers go.
+    slow = ThreadPoolExecutor(1).submit(lambda: requests.get(m.url + "/sleep?s=2", timeout=10))
+    wait_for(lambda: m.status()["workers"][0]["in_flight"] == 1, timeout=5, what="the slow request in flight")
+    m.signal(signal.SIGTERM)
+    wait_for(lambda: requests.get(base + "/ready", timeout=5).status_code == 503, timeout=5, what="not ready")
+    assert slow.result().status_code == 200
 
 
 def test_control_socket_refuses_another_user(master, tmp_path):

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from master.scheduling.round_robin import MAX_IN_FLIGHT
+from master.scheduling.rr.handle import MAX_IN_FLIGHT
 from support import ROOT, Master, as_nobody, events, get, run_program, wait_for, worker_pid
 
 

@@ -6,12 +6,13 @@ import socket
 
 import pytest
 
-from master import ipc
-from master.backoff import Backoff
-from master.config import ConfigError, available_cpus, load_config, parse_size
-from master.events import EventEmitter
-from master.logs import JsonFormatter, TextFormatter
-from master.primary import exit_status, parse_bind
+from master.core import ipc
+from master.supervisor.backoff import Backoff
+from master.supervisor.config import ConfigError, available_cpus, load_config, parse_size
+from master.core.events import EventEmitter
+from master.supervisor.logs import JsonFormatter, TextFormatter
+from master.core.net import parse_bind
+from master.primary.primary import exit_status
 from master.scheduling import normalize_policy
 
 
@@ -87,7 +88,7 @@ def test_flags_win_over_their_environment_twins():
     (["a:b"], {"PORT": "99999"}, "invalid PORT"),
     (["a:b", "--policy", "random"], {}, "unknown scheduling policy"),
     (["a:b", "--log-format", "xml"], {}, "expected text or json"),
-    (["a:b", "--max-memory", "lots"], {}, "invalid size"),
+    (["a:b", "--max-memory", "lots"], {}, "invalid --max-memory 'lots'"),
     (["a:b", "--batch-scheduling", "maybe"], {}, "invalid --batch-scheduling 'maybe': expected 1 or 0"),
     (["not an app"], {}, "invalid APP_MODULE"),
     ([], {}, "missing APP_MODULE"),

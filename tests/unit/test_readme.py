@@ -1,8 +1,8 @@
 """The README stays true: every flag, variable, signal and set-up command it must name."""
 from pathlib import Path
 
-from master.arbiter import SIGNAL_COMMANDS
-from master.config import OPTIONS
+from master.supervisor.arbiter import SIGNAL_COMMANDS
+from master.supervisor.config import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -1,0 +1,1 @@
+"""The production master: arbiter, lifecycle decisions, rolling restarts, watchdog, config, control, metrics."""
