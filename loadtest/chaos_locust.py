@@ -4,6 +4,7 @@ Run by loadtest/locust_run.py (`python -m locust -f loadtest/chaos_locust.py --h
 - CHAOS_HOSTS    base URLs, comma-separated; users take them in turn (one per load balancer)
 - CHAOS_RATE     requests per second per user (constant_throughput): a paced load below the
                  stack's capacity, so "capacity back" means the offered load is served again
+- CHAOS_PATHS    the paths each user asks in turn, comma-separated (default "/,/count")
 - CHAOS_RECORDS  the file every request is appended to, one JSON object per line:
                  {"start", "end" (epoch s), "path", "kind" ("ok", "http_502", "error:..."),
                   "status", "host", "views" (totalViews of a successful /count, else null)}
@@ -17,13 +18,15 @@ from locust import FastHttpUser, constant_throughput, events, task
 
 HOSTS = [h.strip() for h in os.environ.get("CHAOS_HOSTS", "http://127.0.0.1:8000").split(",") if h.strip()]
 RATE = float(os.environ.get("CHAOS_RATE", "10"))
+PATHS = [p.strip() for p in os.environ.get("CHAOS_PATHS", "/,/count").split(",") if p.strip()]
 _records = {"file": None}
 
 
 @events.test_start.add_listener
 def open_records(environment, **_kwargs):
     """Open the records file when the load starts."""
-    _records["file"] = open(os.environ["CHAOS_RECORDS"], "a", encoding="utf-8", buffering=1 << 16)
+    # Line-buffered: the runner waits for the first line to know the load is on.
+    _records["file"] = open(os.environ["CHAOS_RECORDS"], "a", encoding="utf-8", buffering=1)
 
 
 @events.quitting.add_listener
@@ -66,7 +69,7 @@ def record(request_type, name, response_time, response_length, response, context
 
 
 class ChaosUser(FastHttpUser):
-    """Alternates GET / (safe to retry) and GET /count (counts: never retried after it was sent)."""
+    """Asks PATHS in turn: GET / (safe to retry) and GET /count (counts: never retried once sent) by default."""
 
     host = HOSTS[0]
     wait_time = constant_throughput(RATE)
@@ -77,7 +80,9 @@ class ChaosUser(FastHttpUser):
 
     def __init__(self, environment):
         # Each user sticks to one load balancer, in turn: the runner spreads users over them.
-        self.host = HOSTS[next(self._numbers) % len(HOSTS)]
+        number = next(self._numbers)
+        self.host = HOSTS[number % len(HOSTS)]
+        self.paths = itertools.cycle(PATHS[number % len(PATHS):] + PATHS[:number % len(PATHS)])
         super().__init__(environment)
 
     def context(self):
@@ -85,12 +90,7 @@ class ChaosUser(FastHttpUser):
         return {"host": self.host}
 
     @task
-    def hello(self):
-        """GET /: an idempotent request."""
-        self.client.get("/", name="/")
-
-    @task
-    def count(self):
-        """GET /count: one increment per request."""
-        self.client.get("/count", name="/count")
-
+    def ask(self):
+        """The next path; recorded under its path without the query string."""
+        path = next(self.paths)
+        self.client.get(path, name=path.split("?")[0])

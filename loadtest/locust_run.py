@@ -34,8 +34,9 @@ class StackRecord:
 class LocustRun:
     """One Locust process: start(), wait_started(), then join() for the records."""
 
-    def __init__(self, hosts: list[str], users: int, rate: float, seconds: float):
+    def __init__(self, hosts: list[str], users: int, rate: float, seconds: float, paths=("/", "/count")):
         self.hosts = hosts
+        self.paths = list(paths)
         self.users = users
         self.rate = rate
         self.seconds = seconds
@@ -47,6 +48,7 @@ class LocustRun:
     def start(self) -> "LocustRun":
         """Start Locust; returns at once."""
         env = {**os.environ, "CHAOS_HOSTS": ",".join(self.hosts), "CHAOS_RATE": str(self.rate),
+               "CHAOS_PATHS": ",".join(self.paths),
                "CHAOS_RECORDS": str(self.records_path), "PYTHONPATH": str(REPO)}
         argv = [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "chaos_locust.py"), "--headless",
                 "-u", str(self.users), "-r", str(self.users), "-t", f"{int(self.seconds)}s",

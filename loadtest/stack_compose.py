@@ -210,18 +210,26 @@ class ComposeProject:
                       timeout=timeout).stdout
 
     def sentinel_view(self) -> tuple[str, list[dict]]:
-        """(primary's name, [replica fields]) as the first answering Sentinel sees them."""
+        """(the primary's service, [replica fields]) as the first answering Sentinel sees them."""
         for service in SENTINELS:
             for container in self.running(service):
                 try:
-                    out = self.redis_cli(container, "--no-raw", "SENTINEL", "get-master-addr-by-name",
-                                         MASTER_NAME, port=26379, timeout=10)
-                    primary = out.splitlines()[0].split('"')[1]
+                    address = self.redis_cli(container, "SENTINEL", "get-master-addr-by-name", MASTER_NAME,
+                                             port=26379, timeout=10).split()[0]
                     raw = self.redis_cli(container, "SENTINEL", "replicas", MASTER_NAME, port=26379, timeout=10)
                 except (AssertionError, IndexError, subprocess.SubprocessError):
                     continue
-                return primary, _parse_replicas(raw)
+                return self.node_at(address), _parse_replicas(raw)
         raise AssertionError("no Sentinel answers")
+
+    def node_at(self, address: str) -> str:
+        """The Redis node service whose running container has this address (the Sentinels name addresses)."""
+        for service in REDIS_NODES:
+            for container in self.running(service):
+                networks = self.inspect(container)["NetworkSettings"]["Networks"]
+                if address in {n.get("IPAddress") for n in networks.values()}:
+                    return service
+        return f"unknown ({address})"
 
     def primary_service(self) -> str:
         """The service (redis-primary or redis-replica) that is the primary now."""

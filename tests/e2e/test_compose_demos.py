@@ -12,6 +12,8 @@ import time
 import pytest
 from conftest import REPLICAS
 
+from loadtest.locust_run import LocustRun
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
@@ -240,17 +242,19 @@ def test_core_scaling_throughput_rises_with_workers(stack):
             stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60",
                           "--scale", f"app={replicas}", "app", env={"WORKERS": "1"}, timeout=120)
             stack.wait_servers_up(replicas)
+            # 100 ms of CPU per request, from the host: Locust's own CPU per request stays small
+            # beside the app's, so the workers, not the load generator, set the rate.
             seconds = 8
-            code, stats, stderr = stack.headless_locust(
-                seconds=seconds, users=8, extra=["WorkUser"], env={"LOCUST_MAX_P95_MS": "10000"})
-            requests, failures = stack.totals(stats)
-            assert code == 0 and failures == 0, (code, failures, stderr[-2000:])
-            rates[replicas] = requests / seconds
+            run = LocustRun(stack.load_hosts, users=4, rate=100.0, seconds=seconds, paths=["/work?ms=100"]).start()
+            run.wait_started()
+            records = run.join()
+            assert records and all(r.kind == "ok" for r in records), {r.kind for r in records}
+            rates[replicas] = len(records) / (records[-1].end - records[0].start)
     finally:
         # Back to the default (2 replicas, WORKERS unset) for whatever runs next.
         stack.compose("up", "-d", "--no-build", "--no-deps", "--wait", "--wait-timeout", "60",
                       "--scale", f"app={REPLICAS}", "app", timeout=120)
         stack.wait_servers_up(REPLICAS)
-    print(f"core scaling: /work req/s by workers in all: {rates}")
-    # Lenient: Locust shares these CPUs with the app, so 2 workers will not double 1.
+    print(f"core scaling: /work?ms=100 req/s by workers in all: {rates}")
+    # Lenient: the host's 2 CPUs also run HAProxy, Redis and Locust.
     assert rates[2] > 1.2 * rates[1], rates

@@ -17,7 +17,7 @@ from redis.retry import Retry
 
 from app import create_app
 from app.acknowledged import MARKER_PREFIX
-from master.embedded_redis import find_redis_server, free_port
+from app.embedded_redis import find_redis_server, free_port
 
 PASSWORD = "integration-test-password-0123"
 MASTER = "pycluster"
