@@ -1,11 +1,13 @@
 """The chaos scenarios' target when it is the docker compose stack (`python -m loadtest.chaos --compose`).
 
-Same methods as chaos.LocalTarget, done with `docker compose` commands. Configure with COMPOSE_FILE
-(default docker-compose.yml at the repo root), CHAOS_PORT (the app's published port, default 8000)
-and CHAOS_WORKERS (default: the workers seen answering).
+Same methods as chaos.LocalTarget, done with `docker compose` commands against a stack that is up
+already (`docker compose up -d`). The load goes through HAProxy (CHAOS_PORT, default 8000); the
+worker faults hit the first app replica; a Redis outage takes both Redis nodes away (one alone
+would only be a failover: loadtest/chaos_stack.py's redis-primary-kill). Configure with
+COMPOSE_FILE (default docker-compose.yml at the repo root) and CHAOS_WORKERS (default: the workers
+seen in the first replica).
 """
 
-import json
 import os
 import subprocess
 import time
@@ -22,10 +24,12 @@ def cmd(p):
     except OSError: return []
 print(" ".join(p for p in os.listdir("/proc") if p.isdigit() and b"".join(cmd(p)).startswith(b"pycluster: worker")))
 """
+REDIS_NODES = ("redis-primary", "redis-replica")
+_REDIS_CLI = 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" exec redis-cli "$@"'
 
 
 class ComposeTarget:
-    """The compose stack: app on a published port, Redis inside the network."""
+    """The compose stack: HAProxy on a published port, the app replicas and Redis inside the networks."""
 
     name = "compose"
     host = "127.0.0.1"
@@ -54,7 +58,7 @@ class ComposeTarget:
         """Leave the stack running for the next scenario."""
 
     def ready(self, deadline: float = 60.0) -> None:
-        """Wait until /health answers 200 on the published port."""
+        """Wait until /health answers 200 through HAProxy."""
         wait_http(self.port, "/health", deadline, host=self.host)
 
     def worker_pids(self) -> list[int]:
@@ -70,26 +74,34 @@ class ComposeTarget:
         self._run("kill", "-s", sig.name, "app")
 
     def redis_kill(self) -> None:
-        """`docker compose kill redis`."""
-        self._run("kill", "redis")
+        """`docker compose kill` both Redis nodes: no primary anywhere."""
+        self._run("kill", *REDIS_NODES)
 
     def redis_start(self) -> None:
-        """`docker compose start redis`, then wait until it answers."""
-        self._run("start", "redis")
-        deadline = time.monotonic() + 30
+        """Start both Redis nodes again (`docker start`: compose's start waits on dependencies), then
+        wait until one of them answers as the primary."""
+        ids = self._run("ps", "-a", "-q", *REDIS_NODES).split()
+        subprocess.run(["docker", "start", *ids], check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            try:
-                if "PONG" in self._exec("redis", "redis-cli", "PING"):
-                    return
-            except subprocess.CalledProcessError:
-                pass
+            for node in REDIS_NODES:
+                try:
+                    if self._redis_cli(node, "ROLE").split()[:1] == ["master"]:
+                        return
+                except subprocess.CalledProcessError:
+                    pass
             time.sleep(0.2)
 
+    def _redis_cli(self, service: str, *args: str) -> str:
+        """redis-cli inside a Redis or Sentinel container, with the password from its secret."""
+        return self._exec(service, "sh", "-c", _REDIS_CLI, "redis-cli", *args)
+
     def counter(self) -> int:
-        """page_views, read with redis-cli inside the redis container."""
-        out = self._exec("redis", "redis-cli", "--no-raw", "GET", "page_views").strip()
-        value = json.loads(out) if out and out != "(nil)" else None
-        return int(value) if value is not None else 0
+        """page_views on the primary the Sentinels name, read from inside sentinel-1."""
+        primary = self._redis_cli("sentinel-1", "-p", "26379", "SENTINEL", "get-master-addr-by-name",
+                                  "pycluster").split()[0]
+        out = self._redis_cli("sentinel-1", "-h", primary, "GET", "page_views").strip()
+        return int(out) if out else 0
 
     def wait_master_exit(self, timeout: float) -> int | None:
         """`docker compose stop app` waits for the exit; then the container's exit code."""
