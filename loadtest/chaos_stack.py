@@ -25,7 +25,7 @@ import subprocess
 import time
 
 from loadtest.locust_run import LocustRun
-from loadtest.stack_compose import ComposeProject, free_port, isolated_env
+from loadtest.stack_compose import REDIS_NODES, ComposeProject, free_port, isolated_env
 from loadtest.timeline import baseline, buckets, recovery_time
 
 WIDTH = 0.5            # seconds per timeline bucket, as in loadtest/chaos.py
@@ -144,7 +144,9 @@ def redis_primary_kill(target, timing) -> dict:
         victim = target.container_of(primary)
         kill_t = time.time()
         target.kill(victim)
-        promoted = _since(kill_t, _wait(lambda: target.primary_service() != primary, REDIS_WINDOW, step=0.25))
+        # Promoted: the Sentinels name the other node (a lost node's address maps to no running service).
+        other = next(n for n in REDIS_NODES if n != primary)
+        promoted = _since(kill_t, _wait(lambda: target.primary_service() == other, REDIS_WINDOW, step=0.25))
         records = run.join()
     finally:
         run.stop()
@@ -241,12 +243,12 @@ def _since(start: float, held_at: float | None) -> float | None:
     return None if held_at is None else round(held_at - start, 2)
 
 
-def _count_back(records, kill_t: float) -> float | None:
-    """Seconds from the kill until /count answered again: the end of the first success after the
-    first failure that followed the kill (or of the first success after the kill, if none failed)."""
+def _count_back(records, kill_t: float, window: float = REDIS_WINDOW) -> float | None:
+    """Seconds from the kill until /count answered again: the end of the first success that started
+    after the last /count failure of the window (the first success after the kill, if none failed)."""
     counts = [r for r in records if r.path == "/count" and r.start >= kill_t]
-    first_failure = next((r for r in counts if r.kind != "ok"), None)
-    after = first_failure.start if first_failure else kill_t
+    failures = [r for r in counts if r.kind != "ok" and r.start < kill_t + window]
+    after = failures[-1].start if failures else kill_t
     ends = [r.end for r in counts if r.kind == "ok" and r.start > after]
     return round(min(ends) - kill_t, 2) if ends else None
 

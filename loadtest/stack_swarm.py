@@ -200,10 +200,11 @@ class SwarmStack:
         return [f"http://{self.addresses[n]}:{self.port}" for n in sorted(self.addresses) if n != node]
 
     def wait_serving(self, hosts: list[str], deadline: float = 60) -> None:
-        """Each host answers / and /count with 200, several times in a row (every replica behind it)."""
+        """Each host answers / and /health (Redis included, nothing counted) with 200, several times
+        in a row: every replica behind it serves."""
         def serving():
-            return all(http_get(f"{h}{p}", 3)[0] == 200 for h in hosts for p in ("/", "/count") * 3)
-        wait_until(serving, deadline, f"{hosts} serving / and /count", 0.5)
+            return all(http_get(f"{h}{p}", 3)[0] == 200 for h in hosts for p in ("/", "/health") * 3)
+        wait_until(serving, deadline, f"{hosts} serving / and /health", 0.5)
 
     def victim_node(self, with_primary: bool) -> str:
         """A worker node (node-1, the manager, is never killed) with, or without, the Redis primary."""
