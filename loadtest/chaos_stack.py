@@ -275,7 +275,8 @@ class ComposeChaos(ComposeProject):
 
     def __init__(self):
         env = isolated_env(APP_PORT=str(free_port()), HAPROXY_STATS_PORT=str(free_port()),
-                           LOCUST_WEB_PORT=str(free_port()), BASELINE_PORT=str(free_port()))
+                           DASHBOARD_PORT=str(free_port()), LOCUST_WEB_PORT=str(free_port()),
+                           BASELINE_PORT=str(free_port()))
         super().__init__(f"pycluster-chaos-{secrets.token_hex(3)}", env)
 
     def start(self) -> None:

@@ -285,6 +285,7 @@ def stack_env(docker_engine):
         PUBLISH_ADDR="127.0.0.1",
         APP_PORT=str(free_port()),
         HAPROXY_STATS_PORT=str(free_port()),
+        DASHBOARD_PORT=str(free_port()),
         LOCUST_WEB_PORT=str(free_port()),
         BASELINE_PORT=str(free_port()),
         GRACEFUL_TIMEOUT="10",
