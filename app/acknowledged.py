@@ -2,9 +2,12 @@
 
 /count answers with the value of one INCR, so two things must hold when the primary changes:
 - Exactly once. redis-py resends a command whose connection broke, and it cannot know whether
-  Redis ran it before the break; after a failover the resend reaches another server. Each call
-  therefore runs a script that increments and remembers the result under a key of its own; a
-  resent call finds the key (it was replicated with the increment) and returns the same value.
+  Redis ran it before the break; after a failover the resend reaches another server. A load
+  balancer may also send a request again to another replica when the first one died before it
+  answered. Each increment therefore runs a script that increments and remembers the result under
+  a marker key; a resent call finds the key (it was replicated with the increment) and returns the
+  same value. The marker is the request's X-Request-Id when there is one (HAProxy sets it, the same
+  on every retry of a request), else a fresh one per call.
 - Acknowledged means replicated. After the increment the same connection sends WAIT, so the
   answer goes out once a replica has the write: a primary lost after that loses no answered
   increment. When no replica answers within the timeout (none is attached after a failover, or
@@ -12,12 +15,14 @@
   (REDIS_WAIT_STRICT=1 answers 503 instead: the increment stays, but is not acknowledged).
 """
 
+import hashlib
 import logging
 import threading
 import time
 import uuid
 
 import redis
+from flask import has_request_context, request
 
 log = logging.getLogger("app.acknowledged")
 
@@ -30,11 +35,22 @@ redis.call('SET', KEYS[2], value, 'EX', ARGV[1])
 return value
 """
 MARKER_PREFIX = "pycluster:incr:"
-# Far longer than one call's retries (three tries within a second), short enough to cost little.
-MARKER_TTL_S = 10
+# Longer than every retry of one request (redis-py's, within a second; HAProxy's, each after up to
+# its 5 s server timeout), short enough to cost little (one small key per /count for a minute).
+MARKER_TTL_S = 60
+REQUEST_ID = "X-Request-Id"
+_MAX_REQUEST_ID = 256
 # After a WAIT that timed out, increments are answered without waiting for this long.
 DEGRADED_FOR_S = 1.0
 _WARN_EVERY_S = 5.0
+
+
+def marker_for_this_call() -> str:
+    """The marker key of an increment: from the request's X-Request-Id, or fresh (see the module doc)."""
+    request_id = request.headers.get(REQUEST_ID, "") if has_request_context() else ""
+    if request_id and len(request_id) <= _MAX_REQUEST_ID:
+        return MARKER_PREFIX + hashlib.sha256(request_id.encode("utf-8", "replace")).hexdigest()[:32]
+    return MARKER_PREFIX + uuid.uuid4().hex
 
 
 class NotReplicated(redis.exceptions.ConnectionError):
@@ -64,7 +80,7 @@ class AcknowledgedRedis(redis.Redis):
         """Add 1 to the counter `name`, exactly once, acknowledged by wait_replicas replicas."""
         if amount != 1:
             raise ValueError("AcknowledgedRedis.incr counts by 1 only")
-        return self.incr_once(name, MARKER_PREFIX + uuid.uuid4().hex)
+        return self.incr_once(name, marker_for_this_call())
 
     def incr_once(self, name, marker):
         """Add 1 to `name` unless this marker already did (then return that value); WAIT after it."""

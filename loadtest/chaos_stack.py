@@ -19,6 +19,7 @@ one is elected (issue #19 asks for that), so there the 1% is checked on the idem
 and /count must be back within 10 s; the overall ratio is reported beside it.
 """
 
+import json
 import random
 import secrets
 import subprocess
@@ -251,6 +252,11 @@ def _count_back(records, kill_t: float, window: float = REDIS_WINDOW) -> float |
     after = failures[-1].start if failures else kill_t
     ends = [r.end for r in counts if r.kind == "ok" and r.start > after]
     return round(min(ends) - kill_t, 2) if ends else None
+
+
+def explain(res: dict) -> str:
+    """A judged scenario as readable text, every number but the timeline (for a failed test's message)."""
+    return json.dumps({k: v for k, v in res.items() if k != "timeline"}, indent=1, default=str)
 
 
 def _by_path(records) -> dict:

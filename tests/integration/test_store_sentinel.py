@@ -155,6 +155,17 @@ def test_a_resent_increment_counts_once(redis_set, tmp_path):
         assert client.ttl(marker) > 0, "the marker must expire"
 
 
+def test_a_request_sent_twice_by_the_load_balancer_counts_once(redis_set, tmp_path):
+    """Two /count with one X-Request-Id (HAProxy's retry of a request whose replica died after its
+    increment): the same answer, one increment. Other ids count on."""
+    client = make_app(redis_set, tmp_path).test_client()
+    first = client.get("/count", headers={"X-Request-Id": "haproxy-7f3a"}).get_json()["totalViews"]
+    again = client.get("/count", headers={"X-Request-Id": "haproxy-7f3a"}).get_json()["totalViews"]
+    other = client.get("/count", headers={"X-Request-Id": "haproxy-7f3b"}).get_json()["totalViews"]
+    plain = client.get("/count").get_json()["totalViews"]
+    assert (first, again, other, plain) == (1, 1, 2, 3)
+
+
 def block_replica(redis_set, seconds):
     """DEBUG SLEEP on the replica, in a thread: it answers nothing, acknowledgements included."""
     def sleep():
