@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from .socket_path import default_control_socket
+from .socket_path import default_control_socket, owner_name, peer_credentials
 
 
 class CtlError(Exception):
@@ -21,6 +21,7 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        check_server(sock, path)  # before a single byte of the request leaves
         sock.sendall(json.dumps(payload).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -44,6 +45,17 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
         return json.loads(data)
     except ValueError:
         raise CtlError("the master sent an unreadable reply") from None
+
+
+def check_server(sock: socket.socket, path: str) -> None:
+    """Refuse a server that is neither our own user nor root: whoever holds the path could be anyone."""
+    try:
+        pid, uid, _gid = peer_credentials(sock)
+    except OSError as exc:
+        raise CtlError(f"cannot tell who serves {path} (SO_PEERCRED: {exc.strerror}): refusing to talk to it") from None
+    if uid not in (os.getuid(), 0):
+        raise CtlError(f"refusing to talk to {path}: it is served by pid {pid} of {owner_name(uid)}, not by "
+                       f"you ({owner_name(os.getuid())}) or root, so it is not your master")
 
 
 def _ctl_parser() -> argparse.ArgumentParser:
