@@ -20,7 +20,7 @@ import fcntl
 import socket
 import struct
 import termios
-from typing import Any
+from typing import Any, Callable
 
 MAX_PER_RECORD = 64  # connections per record; a reader's ancillary buffer must hold this many
 LINE = 64  # bytes per connection: an IPv6 address is at most 45 characters, a port 5
@@ -62,18 +62,25 @@ def send(sock: Any, conns: list[Conn]) -> None:
     sock.sendmsg([data], ancdata)
 
 
-def receive(sock: Any) -> list[Conn] | bytes | None:
+def receive(sock: Any, on_lost: Callable[[int, int], None] | None = None) -> list[Conn] | bytes | None:
     """Read one record: its connections, PING or PONG; None at end of file.
 
-    Raises BlockingIOError when nothing is queued.
+    Raises BlockingIOError when nothing is queued. When the kernel could not install every
+    descriptor of a record (MSG_CTRUNC: the reader is out of descriptors), those
+    connections are gone for good: `on_lost(lost, sent)` hears of it, so it never goes
+    unsaid.
     """
-    data, ancdata, _flags, _addr = sock.recvmsg(_RECORD_BYTES, _ANCILLARY)
+    data, ancdata, flags, _addr = sock.recvmsg(_RECORD_BYTES, _ANCILLARY)
     if not ancdata:
         if not data:
             return None
         if data in (PING, PONG):
             return data
-    return decode(data, ancdata)
+    conns = decode(data, ancdata)
+    sent = data.count(b"\n")
+    if on_lost is not None and (flags & socket.MSG_CTRUNC or len(conns) < sent):
+        on_lost(sent - len(conns), sent)
+    return conns
 
 
 def receive_all(sock: Any) -> tuple[list[Conn], bool]:

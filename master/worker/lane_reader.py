@@ -3,6 +3,12 @@
 Wire format: master/core/lane.py. Each connection read is given to `serve(fd, peer)`;
 while the worker drains, connections are written back up the lane instead, and the
 primary gives them to another worker.
+
+At its connection cap (conn_cap.py) the worker stops reading the lane: what the primary
+sends piles up unread there, its unread count for this worker climbs past its in-flight
+cap, and it hands new connections to other workers (or holds them in its own queue and
+the kernel's) until this worker has room again. A record whose descriptors the kernel
+could not install (MSG_CTRUNC) is logged, never lost in silence.
 """
 from __future__ import annotations
 
@@ -14,18 +20,25 @@ import gevent
 
 from ..core import lane
 from ..core.net import close_fd
+from .conn_cap import ConnectionCap
+from .pressure import PressureLog, shared
+
+ROOM_RECHECK = 0.25  # seconds between checks of `draining` while waiting for room under the cap
 
 
 class LaneReader:
     """Reads one lane in its own greenlet; `read_now()` reads it dry from any greenlet."""
 
-    def __init__(self, fd: int, serve: Callable[[int, Any], None], draining: Callable[[], bool]) -> None:
+    def __init__(self, fd: int, serve: Callable[[int, Any], None], draining: Callable[[], bool],
+                 cap: ConnectionCap | None = None, log: PressureLog | None = None) -> None:
         # The C-level socket class: a non-blocking read that never parks a greenlet, so a
         # drain can read the lane dry from another greenlet without contention.
         self.sock: Any = _socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
         self.sock.setblocking(False)
         self.serve = serve
         self.draining = draining
+        self.cap = cap
+        self.log = log or shared()
 
     def start(self) -> None:
         """Serve what arrives from now on."""
@@ -36,21 +49,31 @@ class LaneReader:
         watcher = hub.loop.io(self.sock.fileno(), 1)  # one watcher for the lane's life, not one per wait
         try:
             while self.sock is not None:
+                self._wait_for_room()
                 hub.wait(watcher)
-                if not self.read_now():
+                if not self.read_now(within_cap=True):
                     return
         finally:
             watcher.close()
 
-    def read_now(self) -> bool:
-        """Serve every connection queued in the lane now; draining, send them back instead.
+    def _wait_for_room(self) -> None:
+        # A drain must not wait here: it sends the lane's connections back (read_now).
+        while self.cap is not None and self.cap.full() and not self.draining():
+            self.cap.wait_for_room(ROOM_RECHECK)
+
+    def read_now(self, within_cap: bool = False) -> bool:
+        """Serve the connections queued in the lane now; draining, send them back instead.
 
         The runtime calls this just before it starts draining, so whatever the primary
-        handed over before telling us to disconnect is served here. False at end of file.
+        handed over before telling us to disconnect is served here, even past the cap
+        (the cap's descriptor reserve holds a record). With `within_cap`, it stops reading
+        at the cap and leaves the rest queued. False at end of file.
         """
         while self.sock is not None:
+            if within_cap and self.cap is not None and self.cap.full() and not self.draining():
+                return True
             try:
-                conns = lane.receive(self.sock)
+                conns = lane.receive(self.sock, self._lost)
             except (BlockingIOError, InterruptedError):
                 return True
             except OSError:
@@ -67,6 +90,10 @@ class LaneReader:
                 for fd, peer in conns:
                     self.serve(fd, peer)
         return False
+
+    def _lost(self, lost: int, sent: int) -> None:
+        self.log.warn("ctrunc", f"lost {lost} of {sent} handed-over connections (MSG_CTRUNC: out of descriptors, "
+                                f"{self.cap.open if self.cap else '?'} connections open)")
 
     def _answer_ping(self) -> None:
         try:

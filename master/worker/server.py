@@ -2,20 +2,29 @@
 
 Added around pywsgi: TCP_NODELAY on every connection (without it, headers and body written
 separately stall ~40 ms on delayed ACKs), per-connection tracking so a drain can wait for
-open exchanges, and `Connection: close` on every response once draining, so keep-alive
-clients move to another worker at a request boundary instead of being cut mid-request.
+open exchanges, `Connection: close` on every response once draining, so keep-alive
+clients move to another worker at a request boundary instead of being cut mid-request,
+and the transport limits of WorkerSettings (pywsgi_limits.py: head, body and keep-alive
+timeouts, head size and field count, body size, unambiguous framing) with the connection
+cap (conn_cap.py) and descriptor-pressure logging (pressure.py) that every engine shares.
 """
 from __future__ import annotations
 
+import errno
+import io
 import socket
 import time
 from typing import Any, Callable
 
 import gevent
 import gevent.pool
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import _BAD_REQUEST_RESPONSE, WSGIHandler, WSGIServer, _InvalidClientInput
 
+from .conn_cap import ConnectionCap
 from .lane_reader import LaneReader
+from .pressure import shared as shared_pressure_log
+from .pywsgi_limits import (BoundedInput, Refusal, TimedReader, check_framing, linger, parse_header_lines,
+                            read_header_lines, read_request_line, seconds)
 from .retryable_socket import RetryableSocket
 
 # Call environ[NO_RETRY]() before a side effect a second run would repeat: under rr an
@@ -23,35 +32,136 @@ from .retryable_socket import RetryableSocket
 # by another worker (master/worker/retryable_socket.py). A no-op elsewhere.
 NO_RETRY = "pycluster.no_retry"
 GATHER_MAX = 64 * 1024  # a first body chunk up to this goes out in the headers' write
-IDLE_CLOSE_AFTER = 0.5  # seconds a keep-alive connection may sit idle during a drain
+IDLE_CLOSE_AFTER = 0.5  # seconds a connection may sit between requests (or in a slow head) during a drain
 POLL = 0.02
+SEND_STALL = 30.0  # seconds a response write may make no progress when body_timeout is 0 (off)
+DESCRIPTORS_OUT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_PAUSE = 0.1  # seconds between accept attempts while out of descriptors
 
 
 class TrackedHandler(WSGIHandler):
-    """A pywsgi handler that tells the server when its connection is idle between requests."""
+    """A pywsgi handler that applies the transport limits and tells the server when it is between requests."""
+
+    def __init__(self, sock: Any, address: Any, server: "ClusterServer") -> None:
+        self.reader = TimedReader(sock)
+        super().__init__(sock, address, server, rfile=io.BufferedReader(self.reader, 8192))
+        self.limits = server.settings
+        self.accepted_at = time.monotonic()
+        self.idle_since: float | None = None  # set while waiting for, or reading, a request head
+        self.served = 0  # requests answered on this connection
+        self.head_budget: int | None = None  # bytes the head's fields may still take
+        self.refusal: Refusal | None = None
 
     def handle(self) -> None:
         """Serve the connection's requests, registered with the server while open."""
-        self.idle_since: float | None = None
         self.server.connections.add(self)
         try:
             super().handle()
         finally:
             self.server.connections.discard(self)
 
-    def read_requestline(self) -> str:
-        """Mark the connection idle while it waits for the next request line."""
-        self.idle_since = time.monotonic()
+    # -- the request head, within its limits ----------------------------------------------
+    def handle_one_request(self) -> Any:
+        """pywsgi's, with refusals answered here (then a short linger, then close)."""
+        self.refusal = None
         try:
-            return super().read_requestline()
-        finally:
-            self.idle_since = None
+            result = super().handle_one_request()
+        except Refusal as refusal:  # from the request line: pywsgi lets only socket errors through there
+            self.refusal, result = refusal, None
+        if self.refusal is not None:
+            self._refuse(self.refusal)
+            return None
+        if isinstance(result, tuple):  # pywsgi sends an error answer itself: give it time to leave
+            self.socket.settimeout(self._send_stall())
+        elif result is True:
+            self.served += 1
+        return result
 
+    def read_requestline(self) -> str:
+        """Read the request line under the head's deadline (keep-alive: after an idle wait)."""
+        self.idle_since = time.monotonic()
+        if self.served:
+            self.reader.expect_next_request(self.limits.keepalive_timeout, self.limits.header_timeout)
+        else:
+            self.reader.expect_head(self.limits.header_timeout, since=self.accepted_at)
+        line = read_request_line(self.rfile, self.limits)
+        if self.limits.max_header_bytes:
+            self.head_budget = max(0, self.limits.max_header_bytes - len(line))
+        text = line.decode("latin-1")
+        # Without its CRLF: pywsgi answers 414 itself at 8192 characters, CRLF included.
+        return text.rstrip("\r\n") or text
+
+    def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's hook for parsing the fields
+        """The header fields, read against the head's byte budget and field count."""
+        headers = parse_header_lines(read_header_lines(fp, self.head_budget, self.limits.limit_request_fields))
+        check_framing(headers)
+        return headers
+
+    def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi's parse, then the body's limit; from here on reads may stall body_timeout."""
+        super().read_request(raw_requestline)
+        limit = self.limits.max_body_bytes
+        if limit and self.content_length and self.content_length > limit:
+            raise Refusal(413, f"request body larger than {limit} bytes")
+        self.reader.expect_body(self.limits.body_timeout)
+        self.idle_since = None
+        return True
+
+    def _handle_client_error(self, ex: BaseException) -> Any:
+        if isinstance(ex, Refusal):
+            self.refusal = ex
+            return None
+        self.close_connection = True
+        if isinstance(ex, OSError) and not isinstance(ex, _InvalidClientInput):
+            return None  # a timeout or a reset: nobody is left to answer
+        self.server.pressure.warn("bad-request", f"400 to {_peer(self)}: {str(ex)[:200]}")
+        return ("400", _BAD_REQUEST_RESPONSE)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        self.server.pressure.warn(f"refused-{refusal.status}", f"{refusal} (to {_peer(self)}): connection closed")
+        try:
+            _send_stalling(self.socket, refusal.response, self._send_stall())
+        except OSError:
+            return
+        linger(self.socket)
+
+    # -- the body and the response --------------------------------------------------------
     def get_environ(self) -> dict:
-        """pywsgi's environ, plus environ["pycluster.no_retry"] (always there, so apps need no check)."""
+        """pywsgi's environ with a bounded body, plus environ["pycluster.no_retry"] (always there)."""
         environ = super().get_environ()
+        plain = self.wsgi_input
+        self.wsgi_input = BoundedInput(plain, self.limits.max_body_bytes)
+        if environ.get("wsgi.input") is plain:
+            environ["wsgi.input"] = self.wsgi_input
         environ[NO_RETRY] = getattr(self.socket, "no_retry", _nothing)
         return environ
+
+    def handle_one_response(self) -> None:
+        """pywsgi's; a body left unread (past DISCARD_MAX) ends the connection."""
+        super().handle_one_response()
+        if getattr(self.wsgi_input, "left_unread", False):
+            self.close_connection = True
+
+    def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
+        """The app's own 413 closes the connection: the body it refused is never read."""
+        if status[:3] == "413" and not any(k.lower() == "connection" for k, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return super().start_response(status, headers, exc_info)
+
+    def _send_error_response_if_possible(self, error_code: int) -> None:
+        if error_code == 400 and getattr(self.wsgi_input, "over_limit", False) and not self.response_length:
+            body = b"request body too large\n"
+            try:
+                super().start_response("413 Content Too Large", [
+                    ("Content-Type", "text/plain"), ("Connection", "close"), ("Content-Length", str(len(body)))])
+                self.write(body)
+            except OSError:
+                self.close_connection = True
+            return
+        super()._send_error_response_if_possible(error_code)
+
+    def _send_stall(self) -> float:
+        return seconds(self.limits.body_timeout) or SEND_STALL
 
     # -- one write for the head and the first body chunk ----------------------------------
     # pywsgi sends the status line and headers, then the body, in two writes: a worker
@@ -71,13 +181,20 @@ class TrackedHandler(WSGIHandler):
             gathered = self._gathering
         finally:
             self._gathering = None
-        super()._sendall(gathered)
+        self._sendall(gathered)
 
     def _sendall(self, data: bytes) -> None:
         if self._gathering is not None:
             self._gathering += data
             return
-        super()._sendall(data)
+        try:
+            _send_stalling(self.socket, data, self._send_stall())
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code and self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def log_request(self) -> None:
         """Access logs are off by default: a line per request costs real throughput."""
@@ -85,31 +202,96 @@ class TrackedHandler(WSGIHandler):
             super().log_request()
 
 
+def _send_stalling(sock: Any, data: Any, stall: float) -> None:
+    """Send all of `data`, failing (as a broken pipe) only when one write makes no progress for `stall` s.
+
+    gevent's sendall timeout bounds the whole write, which would cut a large answer to a slow
+    but live client; a client that stops reading altogether is what must not hold us.
+    """
+    view = memoryview(data)
+    while view:
+        sock.settimeout(stall)
+        try:
+            sent = sock.send(view)
+        except socket.timeout:
+            raise BrokenPipeError(errno.EPIPE, f"the client read nothing for {stall:.0f} s") from None
+        view = view[sent:]
+
+
+def _peer(handler: WSGIHandler) -> str:
+    address = handler.client_address
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
 class ClusterServer(WSGIServer):
-    """WSGIServer that can be fed connections by the primary (rr) and drained gracefully."""
+    """WSGIServer that can be fed connections by the primary (rr), capped, and drained gracefully."""
 
     handler_class = TrackedHandler
 
     def __init__(self, listener: Any, app: Callable, runtime: Any, policy: str, *,
                  access_log: bool = False, **kwargs: Any) -> None:
         self.runtime = runtime
+        self.settings = runtime.settings  # the transport limits (master/core/settings.py)
         self.policy = policy
         self.family = socket.AF_INET  # rr: the primary's listener family, from its queryServer reply
         self.access_log = access_log
         self.connections: set[TrackedHandler] = set()
         self.lane: LaneReader | None = None  # rr: the handoff lane the primary writes connections into
         self.peek = False  # rr: peek at idempotent first requests (master/worker/retryable_socket.py)
+        self.pressure = shared_pressure_log()
+        self.cap = ConnectionCap(self.settings.worker_connections, log=self.pressure)
+        self.taking = True  # False once draining: nothing may restart the accept loop
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,
                          log=None if not access_log else "default", **kwargs)
+        # gevent's accept loop asks full() before each accept and stops while it is true;
+        # the cap restarts it when a connection ends (an unbounded Pool never would).
+        self.full = self.cap.full
+        self.cap.on_room(self._room_again)
+
+    def _room_again(self) -> None:
+        if self.taking and self.policy != "rr":
+            self._start_accepting_if_started()
+
+    def do_read(self) -> Any:
+        """Accept one connection; out of descriptors, say so and pause instead of spinning."""
+        try:
+            return super().do_read()
+        except OSError as exc:
+            if exc.errno == errno.ECONNABORTED:
+                return None  # the client gave up while queued: nothing to serve
+            if exc.errno not in DESCRIPTORS_OUT:
+                raise
+            self.pressure.warn("accept", f"cannot accept ({exc.strerror}) with {self.cap.open} connections open: "
+                                         f"new ones wait in the kernel's queue; retrying every {ACCEPT_PAUSE} s")
+            self.stop_accepting()
+            self._timer = self.loop.timer(ACCEPT_PAUSE)  # stop_accepting() cancels it, as gevent's own backoff
+            self._timer.start(self._room_again)
+            return None
+
+    def do_handle(self, *args: Any) -> None:
+        """Count the connection against the cap before its greenlet starts."""
+        self.cap.opened()
+        try:
+            super().do_handle(*args)
+        except BaseException:
+            self.cap.closed()
+            raise
 
     def handle(self, sock: socket.socket, address: Any) -> None:
-        """Serve one accepted connection."""
+        """Serve one accepted connection (counted by whoever accepted it)."""
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (or already closed): nothing to tune
-        super().handle(sock, address)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (or already closed): nothing to tune
+            super().handle(sock, address)
+        finally:
+            self.cap.closed()
+
+    def _serve(self, sock: socket.socket, address: Any) -> None:
+        self.cap.opened()
+        self.group.spawn(self.handle, sock, address)
 
     def accept_fd(self, fd: int, peer: tuple | None = None) -> None:
         """Serve a connection the primary accepted and handed over (rr).
@@ -125,11 +307,11 @@ class ClusterServer(WSGIServer):
                 peer = sock.getpeername()
             except OSError:
                 peer = ("", 0)
-        self.group.spawn(self.handle, sock, peer)
+        self._serve(sock, peer)
 
     def take_lane(self, fd: int) -> None:
-        """rr: serve what the primary writes into our handoff lane (master/core/lane.py)."""
-        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining)
+        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap."""
+        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining, cap=self.cap, log=self.pressure)
         self.lane.start()
 
     def take_handed_over(self) -> None:
@@ -143,6 +325,7 @@ class ClusterServer(WSGIServer):
         Connections already queued on our listener are accepted and served first: closing
         the last descriptor of a listening socket resets whatever is still in its queue.
         """
+        self.taking = False
         if self.policy == "rr" or not self.started:
             return
         listener = self.socket  # gevent keeps the raw, non-blocking socket here
@@ -152,11 +335,11 @@ class ClusterServer(WSGIServer):
                 fd, address = listener._accept()
             except OSError:  # BlockingIOError: the queue is empty
                 break
-            self.group.spawn(self.handle, socket.socket(fileno=fd), address)
+            self._serve(socket.socket(fileno=fd), address)
         self.close()
 
     def wait_idle(self, deadline: float | None = None) -> None:
-        """Wait until every connection has ended; close keep-alive ones idle too long."""
+        """Wait until every connection has ended; close those between requests, or in a slow head, too long."""
         while self.connections:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
