@@ -8,7 +8,8 @@ At its connection cap (conn_cap.py) the worker stops reading the lane: what the 
 sends piles up unread there, its unread count for this worker climbs past its in-flight
 cap, and it hands new connections to other workers (or holds them in its own queue and
 the kernel's) until this worker has room again. A record whose descriptors the kernel
-could not install (MSG_CTRUNC) is logged, never lost in silence.
+could not install is never read half (that would lose connections for good: MSG_CTRUNC):
+it waits in the lane until descriptors are free, and the worker says so in its log.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .conn_cap import ConnectionCap
 from .pressure import PressureLog, shared
 
 ROOM_RECHECK = 0.25  # seconds between checks of `draining` while waiting for room under the cap
+STARVED_RETRY = 0.1  # seconds between tries while the worker has no descriptors for the next record
 
 
 class LaneReader:
@@ -39,6 +41,7 @@ class LaneReader:
         self.draining = draining
         self.cap = cap
         self.log = log or shared()
+        self.starved = False  # the last read stopped: no descriptors free for the next record
 
     def start(self) -> None:
         """Serve what arrives from now on."""
@@ -53,6 +56,8 @@ class LaneReader:
                 hub.wait(watcher)
                 if not self.read_now(within_cap=True):
                     return
+                if self.starved:
+                    gevent.sleep(STARVED_RETRY)  # the lane stays readable: never spin on it
         finally:
             watcher.close()
 
@@ -72,9 +77,13 @@ class LaneReader:
         while self.sock is not None:
             if within_cap and self.cap is not None and self.cap.full() and not self.draining():
                 return True
+            self.starved = False
             try:
-                conns = lane.receive(self.sock, self._lost)
+                conns = lane.receive_whole(self.sock)
             except (BlockingIOError, InterruptedError):
+                return True
+            except lane.OutOfDescriptors as exc:
+                self._starved(exc)
                 return True
             except OSError:
                 return False
@@ -91,9 +100,10 @@ class LaneReader:
                     self.serve(fd, peer)
         return False
 
-    def _lost(self, lost: int, sent: int) -> None:
-        self.log.warn("ctrunc", f"lost {lost} of {sent} handed-over connections (MSG_CTRUNC: out of descriptors, "
-                                f"{self.cap.open if self.cap else '?'} connections open)")
+    def _starved(self, exc: OSError) -> None:
+        self.starved = True
+        self.log.warn("starved", f"out of descriptors ({exc.strerror}) with {self.cap.open if self.cap else '?'} "
+                                 "connections open: handed-over connections wait in the lane until some are free")
 
     def _answer_ping(self) -> None:
         try:
