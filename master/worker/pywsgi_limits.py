@@ -72,13 +72,15 @@ class TimedReader(io.RawIOBase):
         self.stall: float | None = None  # the body's: per read
         self._head_timeout = 0.0  # keep-alive: the head's timeout, once the next request begins
         self.stalled = False  # the body timed out once: every later read fails at once
+        self.head_begun = False  # bytes of the current head have arrived (a drain gives it time)
+        self.in_head = False
 
     def readable(self) -> bool:
         return True
 
     def expect_head(self, timeout: float, since: float | None = None) -> None:
         """A head must be complete within `timeout` of `since` (default now); 0: no limit."""
-        self.idle_for, self.stall = None, None
+        self.idle_for, self.stall, self.head_begun, self.in_head = None, None, False, True
         self.deadline = (since or time.monotonic()) + timeout if timeout > 0 else None
 
     def expect_next_request(self, idle: float, head: float) -> None:
@@ -89,7 +91,7 @@ class TimedReader(io.RawIOBase):
 
     def expect_body(self, stall: float) -> None:
         """From here on each read may wait up to `stall` (0: no limit)."""
-        self.deadline, self.idle_for, self.stall = None, None, seconds(stall)
+        self.deadline, self.idle_for, self.stall, self.in_head = None, None, seconds(stall), False
 
     def readinto(self, buffer: Any) -> int:
         waiting_to_begin = self.idle_for is not None
@@ -113,6 +115,8 @@ class TimedReader(io.RawIOBase):
             raise BodyStalled(f"request body stalled for {timeout:.0f} s") from None
         if waiting_to_begin and count:  # the next request began: its head's clock starts now
             self.expect_head(self._head_timeout)
+        if count and self.in_head:
+            self.head_begun = True
         return count
 
 

@@ -32,7 +32,8 @@ from .retryable_socket import RetryableSocket
 # by another worker (master/worker/retryable_socket.py). A no-op elsewhere.
 NO_RETRY = "pycluster.no_retry"
 GATHER_MAX = 64 * 1024  # a first body chunk up to this goes out in the headers' write
-IDLE_CLOSE_AFTER = 0.5  # seconds a connection may sit between requests (or in a slow head) during a drain
+IDLE_CLOSE_AFTER = 0.5  # seconds a connection may sit between requests during a drain
+HEAD_GRACE = 2.0  # seconds into a drain a request head still arriving may take to finish
 POLL = 0.02
 SEND_STALL = 30.0  # seconds a response write may make no progress when body_timeout is 0 (off)
 DESCRIPTORS_OUT = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -339,13 +340,23 @@ class ClusterServer(WSGIServer):
         self.close()
 
     def wait_idle(self, deadline: float | None = None) -> None:
-        """Wait until every connection has ended; close those between requests, or in a slow head, too long."""
+        """Wait until every connection has ended; close those that will not bring a request soon.
+
+        A connection between requests goes after IDLE_CLOSE_AFTER; one whose next head has
+        begun arriving gets HEAD_GRACE from the start of the drain to finish it (a slow but
+        real client), then goes too: 200 slowloris sockets must not hold a drain for the
+        whole graceful timeout. A request being served is always waited for.
+        """
+        started = time.monotonic()
         while self.connections:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
             for handler in list(self.connections):
-                if handler.idle_since is not None and now - handler.idle_since >= IDLE_CLOSE_AFTER:
+                if handler.idle_since is None:
+                    continue  # inside a request
+                waited = now - max(handler.idle_since, started) if handler.reader.head_begun else now - handler.idle_since
+                if waited >= (HEAD_GRACE if handler.reader.head_begun else IDLE_CLOSE_AFTER):
                     _close_idle(handler)
             gevent.sleep(POLL)
         self.group.kill(block=False)
