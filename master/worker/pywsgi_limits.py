@@ -62,16 +62,26 @@ def seconds(value: float) -> float | None:
 
 
 class TimedReader(io.RawIOBase):
-    """The raw reads under a handler's buffered rfile, each bounded by the current phase."""
+    """The raw reads under a handler's buffered rfile, and the deadlines of the phase it is in.
+
+    Reads and writes carry no socket timeout: in gevent each timed wait arms and disarms a
+    timer, a real cost on every keep-alive request. Instead the server's sweeper
+    (ClusterServer._sweep) asks overdue() a few times a second and shuts an overdue
+    connection down; the read or write blocked on it then fails with the reason recorded
+    in `expired`. A limit is kept to within one sweep interval.
+    """
 
     def __init__(self, sock: Any) -> None:
         super().__init__()
         self.sock = sock
         self.deadline: float | None = None  # the head's: absolute, for all its reads together
-        self.idle_for: float | None = None  # keep-alive: how long the next request may take to begin
-        self.stall: float | None = None  # the body's: per read
+        self.idle_deadline: float | None = None  # keep-alive: when the next request must have begun
+        self.stall: float | None = None  # the body's: how long one read may wait
+        self.send_stall: float | None = None  # how long one write may wait for the client to read
+        self.reading_since: float | None = None  # a body read is waiting, since
+        self.sending_since: float | None = None  # a write is waiting, since
+        self.expired: str | None = None  # set by the sweeper: which limit cut this connection
         self._head_timeout = 0.0  # keep-alive: the head's timeout, once the next request begins
-        self.stalled = False  # the body timed out once: every later read fails at once
         self.head_begun = False  # bytes of the current head have arrived (a drain gives it time)
         self.in_head = False
 
@@ -80,44 +90,50 @@ class TimedReader(io.RawIOBase):
 
     def expect_head(self, timeout: float, since: float | None = None) -> None:
         """A head must be complete within `timeout` of `since` (default now); 0: no limit."""
-        self.idle_for, self.stall, self.head_begun, self.in_head = None, None, False, True
+        self.idle_deadline, self.stall, self.head_begun, self.in_head = None, None, False, True
         self.deadline = (since or time.monotonic()) + timeout if timeout > 0 else None
 
     def expect_next_request(self, idle: float, head: float) -> None:
         """Keep-alive: the next request may take `idle` to begin, then has `head` for its head."""
         self.expect_head(head)
-        self.idle_for = seconds(idle)
+        self.deadline = None
+        self.idle_deadline = time.monotonic() + idle if idle > 0 else None
         self._head_timeout = head
 
     def expect_body(self, stall: float) -> None:
         """From here on each read may wait up to `stall` (0: no limit)."""
-        self.deadline, self.idle_for, self.stall, self.in_head = None, None, seconds(stall), False
+        self.deadline, self.idle_deadline, self.stall, self.in_head = None, None, seconds(stall), False
+
+    def overdue(self, now: float) -> str | None:
+        """Which limit this connection has run past at `now`, if any."""
+        if self.idle_deadline is not None:
+            return "keep-alive" if now >= self.idle_deadline else None
+        if self.deadline is not None and now >= self.deadline:
+            return "head"
+        if self.reading_since is not None and self.stall is not None and now - self.reading_since >= self.stall:
+            return "body"
+        if self.sending_since is not None and self.send_stall is not None and now - self.sending_since >= self.send_stall:
+            return "send"
+        return None
 
     def readinto(self, buffer: Any) -> int:
-        waiting_to_begin = self.idle_for is not None
-        if waiting_to_begin:
-            timeout = self.idle_for
-        elif self.deadline is not None:
-            timeout = self.deadline - time.monotonic()
-            if timeout <= 0:
-                raise socket.timeout("request head timed out")
-        else:
-            if self.stalled:
-                raise BodyStalled("request body stalled")
-            timeout = self.stall
-        self.sock.settimeout(timeout)
-        try:
-            count = self.sock.recv_into(buffer)
-        except socket.timeout:
-            if waiting_to_begin or self.deadline is not None:
-                raise
-            self.stalled = True  # pywsgi reads again to discard the rest: no second wait
-            raise BodyStalled(f"request body stalled for {timeout:.0f} s") from None
-        if waiting_to_begin and count:  # the next request began: its head's clock starts now
-            self.expect_head(self._head_timeout)
-        if count and self.in_head:
-            self.head_begun = True
-        return count
+        if self.expired is None:
+            waiting_to_begin = self.idle_deadline is not None
+            if self.stall is not None:
+                self.reading_since = time.monotonic()
+            try:
+                count = self.sock.recv_into(buffer)
+            finally:
+                self.reading_since = None
+            if self.expired is None:
+                if waiting_to_begin and count:  # the next request began: its head's clock starts now
+                    self.expect_head(self._head_timeout)
+                if count and self.in_head:
+                    self.head_begun = True
+                return count
+        if self.expired == "body":  # pywsgi reads again to discard the rest: it fails at once too
+            raise BodyStalled(f"request body stalled for {self.stall:.0f} s")
+        raise socket.timeout(f"{self.expired} timeout")
 
 
 def request_line_limit(settings: WorkerSettings) -> int:
@@ -126,9 +142,8 @@ def request_line_limit(settings: WorkerSettings) -> int:
     return min(limits + [PYWSGI_MAX_LINE])
 
 
-def read_request_line(rfile: Any, settings: WorkerSettings) -> bytes:
-    """One request line, at most request_line_limit() bytes; Refusal(414) past it."""
-    limit = request_line_limit(settings)
+def read_request_line(rfile: Any, limit: int) -> bytes:
+    """One request line, at most `limit` bytes (request_line_limit()); Refusal(414) past it."""
     line = rfile.readline(limit + 3)  # room for CRLF, and one byte to tell "too long"
     if len(line.rstrip(b"\r\n")) > limit:
         raise Refusal(414, f"request line longer than {limit} bytes")
@@ -156,6 +171,14 @@ def read_header_lines(rfile: Any, budget: int | None, max_fields: int) -> list[b
 def parse_header_lines(lines: list[bytes]) -> Any:
     """The header lines as pywsgi's message class (what http.client.parse_headers builds)."""
     return email.parser.Parser(_class=OldMessage).parsestr(b"".join(lines).decode("iso-8859-1"))
+
+
+FRAMING_FIELDS = (b"content-length:", b"transfer-encoding:")
+
+
+def names_framing(lines: list[bytes]) -> bool:
+    """Whether any field is Content-Length or Transfer-Encoding (most requests have neither)."""
+    return any(line[:1] in b"CcTt" and line[:18].lower().startswith(FRAMING_FIELDS) for line in lines)
 
 
 def check_framing(headers: Any) -> None:
@@ -202,7 +225,7 @@ class BoundedInput(Input):
             raise BodyTooLarge(f"chunked request body larger than {self.limit} bytes")
 
     def _discard(self) -> None:
-        if self._chunked_input_error:
+        if self._chunked_input_error or not (self.chunked_input or self.position < (self.content_length or 0)):
             return
         if not self.chunked_input and (self.content_length or 0) - self.position > DISCARD_MAX:
             self.left_unread = True  # e.g. the app's own 413: never read 100 MB to throw it away

@@ -23,8 +23,9 @@ from gevent.pywsgi import _BAD_REQUEST_RESPONSE, WSGIHandler, WSGIServer, _Inval
 from .conn_cap import ConnectionCap
 from .lane_reader import LaneReader
 from .pressure import shared as shared_pressure_log
-from .pywsgi_limits import (BoundedInput, Refusal, TimedReader, check_framing, linger, parse_header_lines,
-                            read_header_lines, read_request_line, seconds)
+from .pywsgi_limits import (BoundedInput, Refusal, TimedReader, check_framing, linger, names_framing,
+                            parse_header_lines, read_header_lines, read_request_line, request_line_limit,
+                            seconds)
 from .retryable_socket import RetryableSocket
 
 # Call environ[NO_RETRY]() before a side effect a second run would repeat: under rr an
@@ -45,6 +46,7 @@ class TrackedHandler(WSGIHandler):
 
     def __init__(self, sock: Any, address: Any, server: "ClusterServer") -> None:
         self.reader = TimedReader(sock)
+        self.reader.send_stall = server.send_stall
         super().__init__(sock, address, server, rfile=io.BufferedReader(self.reader, 8192))
         self.limits = server.settings
         self.accepted_at = time.monotonic()
@@ -72,9 +74,7 @@ class TrackedHandler(WSGIHandler):
         if self.refusal is not None:
             self._refuse(self.refusal)
             return None
-        if isinstance(result, tuple):  # pywsgi sends an error answer itself: give it time to leave
-            self.socket.settimeout(self._send_stall())
-        elif result is True:
+        if result is True:
             self.served += 1
         return result
 
@@ -85,7 +85,7 @@ class TrackedHandler(WSGIHandler):
             self.reader.expect_next_request(self.limits.keepalive_timeout, self.limits.header_timeout)
         else:
             self.reader.expect_head(self.limits.header_timeout, since=self.accepted_at)
-        line = read_request_line(self.rfile, self.limits)
+        line = read_request_line(self.rfile, self.server.line_limit)
         if self.limits.max_header_bytes:
             self.head_budget = max(0, self.limits.max_header_bytes - len(line))
         text = line.decode("latin-1")
@@ -94,8 +94,10 @@ class TrackedHandler(WSGIHandler):
 
     def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's hook for parsing the fields
         """The header fields, read against the head's byte budget and field count."""
-        headers = parse_header_lines(read_header_lines(fp, self.head_budget, self.limits.limit_request_fields))
-        check_framing(headers)
+        lines = read_header_lines(fp, self.head_budget, self.limits.limit_request_fields)
+        headers = parse_header_lines(lines)
+        if names_framing(lines):
+            check_framing(headers)
         return headers
 
     def read_request(self, raw_requestline: str) -> bool:
@@ -121,7 +123,7 @@ class TrackedHandler(WSGIHandler):
     def _refuse(self, refusal: Refusal) -> None:
         self.server.pressure.warn(f"refused-{refusal.status}", f"{refusal} (to {_peer(self)}): connection closed")
         try:
-            _send_stalling(self.socket, refusal.response, self._send_stall())
+            _send_watched(self.socket, refusal.response, self.reader)
         except OSError:
             return
         linger(self.socket)
@@ -131,9 +133,10 @@ class TrackedHandler(WSGIHandler):
         """pywsgi's environ with a bounded body, plus environ["pycluster.no_retry"] (always there)."""
         environ = super().get_environ()
         plain = self.wsgi_input
-        self.wsgi_input = BoundedInput(plain, self.limits.max_body_bytes)
-        if environ.get("wsgi.input") is plain:
-            environ["wsgi.input"] = self.wsgi_input
+        if plain.content_length or plain.chunked_input:  # no body (most requests): nothing to bound
+            self.wsgi_input = BoundedInput(plain, self.limits.max_body_bytes)
+            if environ.get("wsgi.input") is plain:
+                environ["wsgi.input"] = self.wsgi_input
         environ[NO_RETRY] = getattr(self.socket, "no_retry", _nothing)
         return environ
 
@@ -161,9 +164,6 @@ class TrackedHandler(WSGIHandler):
             return
         super()._send_error_response_if_possible(error_code)
 
-    def _send_stall(self) -> float:
-        return seconds(self.limits.body_timeout) or SEND_STALL
-
     # -- one write for the head and the first body chunk ----------------------------------
     # pywsgi sends the status line and headers, then the body, in two writes: a worker
     # killed between them leaves the client with headers and no body, an answer nobody can
@@ -189,7 +189,7 @@ class TrackedHandler(WSGIHandler):
             self._gathering += data
             return
         try:
-            _send_stalling(self.socket, data, self._send_stall())
+            _send_watched(self.socket, data, self.reader)
         except OSError as ex:
             self.status = f"socket error: {ex}"
             if self.code and self.code > 0:
@@ -203,20 +203,27 @@ class TrackedHandler(WSGIHandler):
             super().log_request()
 
 
-def _send_stalling(sock: Any, data: Any, stall: float) -> None:
-    """Send all of `data`, failing (as a broken pipe) only when one write makes no progress for `stall` s.
+def _send_watched(sock: Any, data: Any, reader: TimedReader) -> None:
+    """Send all of `data`; the sweeper cuts a write that waits send_stall for the client to read.
 
-    gevent's sendall timeout bounds the whole write, which would cut a large answer to a slow
-    but live client; a client that stops reading altogether is what must not hold us.
+    A large answer goes out a send at a time, each watched on its own: a slow but live
+    client gets it all, one that stops reading altogether does not hold the worker.
     """
-    view = memoryview(data)
-    while view:
-        sock.settimeout(stall)
-        try:
-            sent = sock.send(view)
-        except socket.timeout:
-            raise BrokenPipeError(errno.EPIPE, f"the client read nothing for {stall:.0f} s") from None
-        view = view[sent:]
+    try:
+        if len(data) <= GATHER_MAX:  # one write in practice
+            reader.sending_since = time.monotonic()
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            reader.sending_since = time.monotonic()
+            view = view[sock.send(view):]
+    except OSError:
+        if reader.expired == "send":
+            raise BrokenPipeError(errno.EPIPE, f"the client read nothing for {reader.send_stall:.0f} s") from None
+        raise
+    finally:
+        reader.sending_since = None
 
 
 def _peer(handler: WSGIHandler) -> str:
@@ -233,6 +240,8 @@ class ClusterServer(WSGIServer):
                  access_log: bool = False, **kwargs: Any) -> None:
         self.runtime = runtime
         self.settings = runtime.settings  # the transport limits (master/core/settings.py)
+        self.line_limit = request_line_limit(self.settings)
+        self.send_stall = seconds(self.settings.body_timeout) or SEND_STALL
         self.policy = policy
         self.family = socket.AF_INET  # rr: the primary's listener family, from its queryServer reply
         self.access_log = access_log
@@ -249,6 +258,20 @@ class ClusterServer(WSGIServer):
         # the cap restarts it when a connection ends (an unbounded Pool never would).
         self.full = self.cap.full
         self.cap.on_room(self._room_again)
+        self.sweep_interval = sweep_interval(self.settings, self.send_stall)
+        self._sweeper = gevent.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        """Cut connections past a limit (TimedReader.overdue), a few times a second."""
+        while True:
+            gevent.sleep(self.sweep_interval)
+            now = time.monotonic()
+            for handler in list(self.connections):
+                reader = handler.reader
+                why = reader.overdue(now)
+                if why is not None and reader.expired is None:
+                    reader.expired = why
+                    _close_idle(handler)  # wakes the read or write blocked on it
 
     def _room_again(self) -> None:
         if self.taking and self.policy != "rr":
@@ -360,6 +383,13 @@ class ClusterServer(WSGIServer):
                     _close_idle(handler)
             gevent.sleep(POLL)
         self.group.kill(block=False)
+        self._sweeper.kill(block=False)
+
+
+def sweep_interval(settings: Any, send_stall: float) -> float:
+    """How often to look for overdue connections: a quarter of the shortest limit, 0.05 to 1 s."""
+    limits = [t for t in (settings.header_timeout, settings.body_timeout, settings.keepalive_timeout, send_stall) if t > 0]
+    return min(1.0, max(0.05, min(limits, default=1.0) / 4))
 
 
 def _nothing() -> None:
