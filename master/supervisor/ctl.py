@@ -54,8 +54,10 @@ def check_server(sock: socket.socket, path: str) -> None:
     except OSError as exc:
         raise CtlError(f"cannot tell who serves {path} (SO_PEERCRED: {exc.strerror}): refusing to talk to it") from None
     if uid not in (os.getuid(), 0):
+        trusted = "root" if os.getuid() == 0 else f"you ({owner_name(os.getuid())}) or root"
         raise CtlError(f"refusing to talk to {path}: it is served by pid {pid} of {owner_name(uid)}, not by "
-                       f"you ({owner_name(os.getuid())}) or root, so it is not your master")
+                       f"{trusted}, so it may not be a master at all (to control another user's master, "
+                       "run ctl as that user)")
 
 
 def _ctl_parser() -> argparse.ArgumentParser:

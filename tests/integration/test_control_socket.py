@@ -144,7 +144,7 @@ def test_a_squatted_default_directory_makes_the_master_refuse_and_names_the_path
     # ...and ctl, which looks in the same place, refuses the squatter before sending anything.
     out = _ctl(_env(shared_tmp), "stop", port=m.port)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert f"uid {NOBODY} (nobody), not by you" in out.stderr, out.stderr
+    assert f"uid {NOBODY} (nobody), not by root" in out.stderr, out.stderr
     fake.kill()
     assert [line for line in fake.stdout.read().splitlines() if '"got": ""' not in line] == []
 
