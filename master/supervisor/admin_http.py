@@ -29,7 +29,7 @@ MAX_HEAD = 8 * 1024
 ACCEPT_RETRY = 0.5  # seconds to wait after EMFILE before accepting again
 MAX_RESPONSE = 16 * 1024 * 1024
 Response = tuple[int, str, bytes]
-Handler = Callable[[], Response]
+Handler = Callable[..., Response]  # () -> Response, or (query string) -> Response with route(query=True)
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
            431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -79,6 +79,7 @@ class AdminServer:
         self.bind = bind
         self.loop = loop
         self.routes: dict[str, Handler] = {}
+        self.query_routes: set[str] = set()
         self.sock: socket.socket | None = None
         self.exchanges: dict[int, _Exchange] = {}
         self._accepting = False
@@ -90,9 +91,11 @@ class AdminServer:
         """The port it listens on (after start)."""
         return self.sock.getsockname()[1] if self.sock else None
 
-    def route(self, path: str, handler: Handler) -> None:
-        """Answer GET `path` with `handler()`."""
+    def route(self, path: str, handler: Handler, *, query: bool = False) -> None:
+        """Answer GET `path` with `handler()`, or `handler(query_string)` when `query`."""
         self.routes[path] = handler
+        if query:
+            self.query_routes.add(path)
 
     def start(self) -> bool:
         """Listen; an address in use only disables this endpoint (the cluster still runs)."""
@@ -169,12 +172,12 @@ class AdminServer:
     def _answer(self, exchange: _Exchange) -> Response:
         if exchange.parser.get_method() != b"GET":
             return 405, "text/plain", b"only GET\n"
-        path = exchange.request.url.split(b"?", 1)[0].decode("latin-1")
+        path, _, query = exchange.request.url.decode("latin-1").partition("?")
         handler = self.routes.get(path)
         if handler is None:
             return 404, "text/plain", b"not found: try " + ", ".join(sorted(self.routes)).encode() + b"\n"
         try:
-            return handler()
+            return handler(query) if path in self.query_routes else handler()
         except Exception:  # noqa: BLE001 - a handler's bug must not stop the master
             log.exception("admin handler for %s failed", path)
             return 500, "text/plain", b"internal error\n"

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from .socket_path import default_control_socket, owner_name, peer_credentials
+from .top import top_main
 
 
 class CtlError(Exception):
@@ -80,6 +81,11 @@ def _ctl_parser() -> argparse.ArgumentParser:
     broadcast = commands.add_parser("broadcast", help="send a JSON message to every worker")
     broadcast.add_argument("message", help="a JSON value, e.g. '{\"cmd\": \"ping\"}'")
     commands.add_parser("stop", help="graceful shutdown (like SIGTERM)")
+    top = commands.add_parser("top", help="live view of the workers, refreshed in place (q or Ctrl-C quits)")
+    top.add_argument("--url", help="the master's dashboard endpoint (default: http:// + METRICS_BIND, "
+                                   "else http://127.0.0.1:9100)")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one screen as text and exit")
     return parser
 
 
@@ -123,6 +129,8 @@ def ctl_main(argv: list[str]) -> int:
     """`pycluster ctl ...`; returns the exit status."""
     try:
         args = _ctl_parser().parse_args(argv)
+        if args.command == "top":  # reads the dashboard's JSON, not the control socket
+            return top_main(args.url, args.interval, args.once)
         path = args.socket or _default_socket()
         payload: dict[str, Any] = {"cmd": args.command}
         if args.command == "scale":

@@ -5,6 +5,7 @@ import logging
 import resource
 
 from ..core.exitcodes import MASTER_CONTROL_SOCKET_ERROR
+from . import dashboard
 from .admin_http import AdminServer
 from .arbiter import Arbiter, StartupRefused
 from .config import Config
@@ -24,12 +25,15 @@ def run(config: Config) -> int:
     control = ControlServer(config.control_socket, arbiter)
     arbiter.add_startup(lambda: _start_control(control))
     admin = AdminServer(config.metrics_bind, arbiter.loop) if config.metrics_bind else None
+    started: list[dashboard.Dashboard] = []
     if admin is not None:
-        arbiter.add_startup(lambda: _start_admin(admin, arbiter))
+        arbiter.add_startup(lambda: _start_admin(admin, arbiter, started))
     try:
         return arbiter.run()
     finally:
         control.close()
+        for board in started:
+            board.close()
         if admin is not None:
             admin.close()
 
@@ -68,8 +72,11 @@ def _start_control(control: ControlServer) -> None:
                              MASTER_CONTROL_SOCKET_ERROR) from None
 
 
-def _start_admin(admin: AdminServer, arbiter: Arbiter) -> None:
+def _start_admin(admin: AdminServer, arbiter: Arbiter, started: list[dashboard.Dashboard]) -> None:
     admin.route("/metrics", metrics_route(arbiter))
     admin.route("/ready", ready_route(arbiter))
     if admin.start():
-        log.info("Metrics at http://%s:%s/metrics (and /ready)", admin.bind.rpartition(":")[0], admin.port)
+        started.append(dashboard.install(admin, arbiter))
+        host = admin.bind.rpartition(":")[0]
+        log.info("Metrics at http://%s:%s/metrics (and /ready); dashboard at http://%s:%s/", host, admin.port, host,
+                 admin.port)

@@ -32,13 +32,15 @@ class LaneReader:
     """Reads one lane in its own greenlet; `read_now()` reads it dry from any greenlet."""
 
     def __init__(self, fd: int, serve: Callable[[int, Any], None], draining: Callable[[], bool],
-                 cap: ConnectionCap | None = None, log: PressureLog | None = None) -> None:
+                 on_read: Callable[[], None] = lambda: None, cap: ConnectionCap | None = None,
+                 log: PressureLog | None = None) -> None:
         # The C-level socket class: a non-blocking read that never parks a greenlet, so a
         # drain can read the lane dry from another greenlet without contention.
         self.sock: Any = _socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
         self.sock.setblocking(False)
         self.serve = serve
         self.draining = draining
+        self.on_read = on_read  # each read is progress the primary can see (a stalled worker reads nothing)
         self.cap = cap
         self.log = log or shared()
         self.starved = False  # the last read stopped: no descriptors free for the next record
@@ -89,6 +91,7 @@ class LaneReader:
                 return False
             if conns is None:
                 return False
+            self.on_read()
             if not isinstance(conns, list):
                 if conns == lane.PING:  # the primary waits to hear that we caught up
                     self._answer_ping()
@@ -104,6 +107,16 @@ class LaneReader:
         self.starved = True
         self.log.warn("starved", f"out of descriptors ({exc.strerror}) with {self.cap.open if self.cap else '?'} "
                                  "connections open: handed-over connections wait in the lane until some are free")
+
+    def give_back(self, fd: int, peer: Any) -> bool:
+        """Write an idle keep-alive connection back up the lane, for the primary to place (balance.py)."""
+        if self.sock is None:
+            return False
+        try:
+            lane.send(self.sock, [(fd, peer)], idle=True)
+        except OSError:  # the primary is not reading (full) or gone: keep serving it ourselves
+            return False
+        return True
 
     def _answer_ping(self) -> None:
         try:

@@ -123,6 +123,8 @@ class TimedReader(io.RawIOBase):
                 self.reading_since = time.monotonic()
             try:
                 count = self.sock.recv_into(buffer)
+            except BlockingIOError:
+                return None  # a look that must not wait (the balancer's peek): nothing yet, as SocketIO says
             finally:
                 self.reading_since = None
             if self.expired is None:

@@ -19,6 +19,9 @@ from typing import Any, Callable
 import gevent
 import gevent.pool
 from gevent.pywsgi import _BAD_REQUEST_RESPONSE, WSGIHandler, WSGIServer, _InvalidClientInput
+from gevent.socket import wait_read
+
+from .balance import CLOSE, HAND_BACK, KEEP
 
 from .conn_cap import ConnectionCap
 from .lane_reader import LaneReader
@@ -42,7 +45,8 @@ ACCEPT_PAUSE = 0.1  # seconds between accept attempts while out of descriptors
 
 
 class TrackedHandler(WSGIHandler):
-    """A pywsgi handler that applies the transport limits and tells the server when it is between requests."""
+    """A pywsgi handler that applies the transport limits, tells the server when its connection is idle
+    between requests, and gives an idle keep-alive connection back to the primary when the balancer says so (rr)."""
 
     def __init__(self, sock: Any, address: Any, server: "ClusterServer") -> None:
         self.reader = TimedReader(sock)
@@ -51,12 +55,13 @@ class TrackedHandler(WSGIHandler):
         self.limits = server.settings
         self.accepted_at = time.monotonic()
         self.idle_since: float | None = None  # set while waiting for, or reading, a request head
-        self.served = 0  # requests answered on this connection
+        self.served = 0  # responses started on this connection
+        self.hand_back_next = False
         self.head_budget: int | None = None  # bytes the head's fields may still take
         self.refusal: Refusal | None = None
 
     def handle(self) -> None:
-        """Serve the connection's requests, registered with the server while open."""
+        """Serve the connection's requests, registered with the server (and counted on the board) while open."""
         self.server.connections.add(self)
         try:
             super().handle()
@@ -74,13 +79,13 @@ class TrackedHandler(WSGIHandler):
         if self.refusal is not None:
             self._refuse(self.refusal)
             return None
-        if result is True:
-            self.served += 1
         return result
 
     def read_requestline(self) -> str:
-        """Read the request line under the head's deadline (keep-alive: after an idle wait)."""
+        """Read the request line under the head's deadline (keep-alive: after an idle wait), or give it back."""
         self.idle_since = time.monotonic()
+        if self.served and self._given_back_while_idle():
+            return ""  # the request loop ends; the connection lives on in the primary
         if self.served:
             self.reader.expect_next_request(self.limits.keepalive_timeout, self.limits.header_timeout)
         else:
@@ -91,6 +96,37 @@ class TrackedHandler(WSGIHandler):
         text = line.decode("latin-1")
         # Without its CRLF: pywsgi answers 414 itself at 8192 characters, CRLF included.
         return text.rstrip("\r\n") or text
+
+    def _given_back_while_idle(self) -> bool:
+        """Under rr, between two requests: give the connection back to the primary if it idles past
+        park_after (or at once if the balancer asked), unless bytes of a next request are here."""
+        balancer = self.server.runtime.balancer
+        wait = 0.0 if self.hand_back_next else balancer.park_after
+        if wait is None or self.server.runtime.draining or self._next_request_here():
+            return False
+        if wait:
+            try:
+                wait_read(self.socket.fileno(), timeout=wait)
+                return False  # it came in time: serve it here
+            except socket.timeout:
+                pass
+        if not balancer.hand_back(self.socket, self.client_address):
+            return False
+        self.socket.release()  # the primary has its own descriptor now; no shutdown
+        self.socket = None
+        return True
+
+    def _next_request_here(self) -> bool:
+        """Whether bytes of a next request are buffered or already queued (a look that never waits)."""
+        sock = self.socket
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return bool(self.rfile.peek(1))  # the buffer, else one non-blocking read: b"" when nothing came
+        except OSError:
+            return True  # broken: let the ordinary read find out and end it
+        finally:
+            sock.settimeout(timeout)
 
     def MessageClass(self, fp: Any, *_args: Any) -> Any:  # noqa: N802 - pywsgi's hook for parsing the fields
         """The header fields, read against the head's byte budget and field count."""
@@ -147,9 +183,16 @@ class TrackedHandler(WSGIHandler):
             self.close_connection = True
 
     def start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
-        """The app's own 413 closes the connection: the body it refused is never read."""
-        if status[:3] == "413" and not any(k.lower() == "connection" for k, _ in headers):
-            headers = [*headers, ("Connection", "close")]
+        """Say `Connection: close` when this response ends the connection (the client asked, we drain,
+        the app refused the body with a 413 and it is never read, or the balancer wants it elsewhere
+        and it cannot be handed back), so the client does not reuse it and hit a reset."""
+        runtime = self.server.runtime
+        self.served += 1
+        ending = _client_closes(self.environ) or runtime.draining or status[:3] == "413"
+        verdict = KEEP if ending else runtime.balancer.at_boundary()
+        self.hand_back_next = verdict == HAND_BACK
+        if (ending or verdict == CLOSE) and not any(k.lower() == "connection" for k, _ in headers):
+            headers.append(("Connection", "close"))
         return super().start_response(status, headers, exc_info)
 
     def _send_error_response_if_possible(self, error_code: int) -> None:
@@ -302,8 +345,13 @@ class ClusterServer(WSGIServer):
             self.cap.closed()
             raise
 
-    def handle(self, sock: socket.socket, address: Any) -> None:
-        """Serve one accepted connection (counted by whoever accepted it)."""
+    def handle(self, sock: socket.socket, address: Any, counted: bool = False) -> None:
+        """Serve one accepted connection, counted on the board while open (from its handoff, if `counted`).
+
+        Whoever accepted it counted it against the cap; it is released here.
+        """
+        if not counted:
+            self.runtime.connections += 1
         try:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -311,6 +359,7 @@ class ClusterServer(WSGIServer):
                 pass  # not TCP (or already closed): nothing to tune
             super().handle(sock, address)
         finally:
+            self.runtime.connections -= 1
             self.cap.closed()
 
     def _serve(self, sock: socket.socket, address: Any) -> None:
@@ -331,11 +380,16 @@ class ClusterServer(WSGIServer):
                 peer = sock.getpeername()
             except OSError:
                 peer = ("", 0)
-        self._serve(sock, peer)
+        # Counted the moment it leaves the lane: the primary must never see it in neither place.
+        self.runtime.connections += 1
+        self.cap.opened()
+        self.group.spawn(self.handle, sock, peer, True)
 
     def take_lane(self, fd: int) -> None:
         """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap."""
-        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining, cap=self.cap, log=self.pressure)
+        self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining, self.runtime.made_progress,
+                               cap=self.cap, log=self.pressure)
+        self.runtime.balancer.lane = self.lane
         self.lane.start()
 
     def take_handed_over(self) -> None:
@@ -406,25 +460,22 @@ def _close_idle(handler: TrackedHandler) -> None:
 
 
 def _instrument(app: Callable, runtime: Any) -> Callable:
-    """Count requests and in-flight requests; say `Connection: close` while draining."""
+    """Count requests and in-flight requests (on the board, where the primary sees them)."""
 
     def instrumented(environ: dict, start_response: Callable) -> Any:
         runtime.in_flight += 1
-
-        # Say so when this response ends the connection (the client asked, or we drain):
-        # a client that is not told would reuse the socket and hit a reset.
-        closing = environ.get("HTTP_CONNECTION", "").lower() == "close"
-
-        def start(status: str, headers: list, exc_info: Any = None) -> Any:
-            if (closing or runtime.draining) and not any(k.lower() == "connection" for k, _ in headers):
-                headers.append(("Connection", "close"))
-            return start_response(status, headers, exc_info)
-
         try:
-            return app(environ, start)
+            return app(environ, start_response)
         finally:
             runtime.in_flight -= 1
             runtime.requests += 1
 
     return instrumented
 
+
+def _client_closes(environ: dict) -> bool:
+    """Whether this request's connection ends after the response anyway (so nothing to balance)."""
+    connection = environ.get("HTTP_CONNECTION", "").lower()
+    if environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+        return connection != "keep-alive"
+    return connection == "close"

@@ -213,7 +213,7 @@ def test_control_socket_none_runs_without_one(tmp_path):
     m = Master(tmp_path, "apps.hello:app", 1, env={"CONTROL_SOCKET": "none"}).start()
     try:
         wait_for(lambda: "Control socket disabled" in m.log() and m.proc.poll() is None, timeout=20)
-        wait_for(lambda: len(children(m.pid)) == 1, timeout=20, what="one worker")
+        wait_for(lambda: len(m.workers()) == 1, timeout=20, what="one worker")
         assert not os.path.exists(m.socket_path)
     finally:
         m.kill_all()
