@@ -324,7 +324,7 @@ class Arbiter:
             self.replace_worker(worker, "max-memory")
 
     def _on_exit(self, worker: Worker, code: int | None, signame: str | None) -> None:
-        self.retired_requests += int(worker.stats.get("requests", 0))
+        self.retired_requests += served(worker)
         verdict, reason = lifecycle.classify_exit(self.exit_facts(worker, code, signame))
         self.events.append({"ts": time.time(), "worker": worker.id, "pid": worker.pid,
                             "exit": lifecycle.describe_exit(code, signame), "verdict": verdict,
@@ -484,13 +484,11 @@ class Arbiter:
 
     def _worker_figures(self, worker: Worker) -> dict[str, Any]:
         stats, board = worker.stats, worker.board
-        # Live from the load board where there is one (a heartbeat is up to a second old, and
-        # none comes while the worker's loop is blocked); from the last heartbeat otherwise.
-        live = board is not None and not board.closed
+        live = _board_is_live(worker)
         return {
             "id": worker.id, "pid": worker.pid, "state": worker.state, "slot": worker.slot,
             "generation": worker.generation,
-            "requests": board[fields.SERVED] if live else int(stats.get("requests", 0)),
+            "requests": served(worker),
             "in_flight": board[fields.IN_FLIGHT] if live else int(stats.get("in_flight", 0)),
             "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
             "uptime": round(self.loop.clock() - worker.started_monotonic, 1),
@@ -504,3 +502,20 @@ class Arbiter:
         """Whether this master should receive traffic: running, with a worker listening."""
         return self.state == "running" and any(
             w.state == LISTENING and not w.exited_after_disconnect for w in self.primary.workers.values())
+
+
+def _board_is_live(worker: Worker) -> bool:
+    """Whether the worker keeps its figures on its board (a real worker does from its first heartbeat).
+
+    The board is read where it is: a heartbeat is up to a second old, and none comes while the
+    worker's loop is blocked; the last heartbeat's figures stand in otherwise.
+    """
+    board = worker.board
+    return board is not None and not board.closed and board[fields.HEARTBEATS] > 0
+
+
+def served(worker: Worker) -> int:
+    """Requests the worker has served: live from its board, else as its last heartbeat said."""
+    if _board_is_live(worker):
+        return max(worker.board[fields.SERVED], int(worker.stats.get("requests", 0)))
+    return int(worker.stats.get("requests", 0))

@@ -207,7 +207,7 @@ class RoundRobinHandle(Handle):
 
     def _hand_out_everything(self) -> None:
         """Closed: the workers are about to drain, so each takes its share now, cap or not."""
-        candidates = list(self.turns)
+        candidates = [worker_id for worker_id in self.turns if worker_id in self.lanes]
         while self.pending and candidates:
             shares: dict[int, list[Conn]] = {worker_id: [] for worker_id in candidates}
             for i in range(len(self.pending)):
@@ -306,6 +306,10 @@ class RoundRobinHandle(Handle):
         lane = self.lanes.pop(worker.id, None)
         if lane is None:
             return
+        # Once the listener is closed the primary no longer calls remove(): forget it here too.
+        self.workers.pop(worker.id, None)
+        if worker.id in self.turns:
+            self.turns.remove(worker.id)
         self.loop.remove_reader(lane.ours.fileno())
         self.stalled.discard(worker.id)
         returned, idle, _pong = lane.returned()
