@@ -22,7 +22,6 @@ from gevent.pywsgi import _BAD_REQUEST_RESPONSE, WSGIHandler, WSGIServer, _Inval
 from gevent.socket import wait_read
 
 from .balance import CLOSE, HAND_BACK, KEEP
-
 from .conn_cap import ConnectionCap
 from .lane_reader import LaneReader
 from .pressure import shared as shared_pressure_log
