@@ -47,6 +47,20 @@ while True:
     conn.close()
 """
 
+@pytest.fixture
+def own(tmp_path):
+    """Make Masters in tmp_path; every one is killed with its workers after the test, pass or fail."""
+    made: list[Master] = []
+
+    def make(*args, **kwargs) -> Master:
+        made.append(Master(tmp_path, *args, **kwargs))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.kill_all()
+
+
 
 def _nobody(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     wrapped = as_nobody(argv)
@@ -105,8 +119,8 @@ def _refused(m: Master) -> str:
     return log
 
 
-def test_the_default_socket_is_in_a_private_directory_that_ctl_finds(tmp_path, shared_tmp):
-    m = Master(tmp_path, "apps.hello:app", 1, env=_env(shared_tmp, CONTROL_SOCKET="")).start()
+def test_the_default_socket_is_in_a_private_directory_that_ctl_finds(shared_tmp, own):
+    m = own("apps.hello:app", 1, env=_env(shared_tmp, CONTROL_SOCKET="")).start()
     try:
         m.socket_path = str(shared_tmp / f"pycluster-{os.getuid()}" / f"control-{m.port}.sock")
         m.wait_ready(1)
@@ -121,11 +135,11 @@ def test_the_default_socket_is_in_a_private_directory_that_ctl_finds(tmp_path, s
         m.kill_all()
 
 
-def test_xdg_runtime_dir_is_used_when_it_is_ours(tmp_path, shared_tmp):
+def test_xdg_runtime_dir_is_used_when_it_is_ours(tmp_path, shared_tmp, own):
     runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     env = _env(shared_tmp, CONTROL_SOCKET="", XDG_RUNTIME_DIR=str(runtime))
-    m = Master(tmp_path, "apps.hello:app", 1, env=env).start()
+    m = own("apps.hello:app", 1, env=env).start()
     try:
         m.socket_path = str(runtime / "pycluster" / f"control-{m.port}.sock")
         m.wait_ready(1)
@@ -135,9 +149,9 @@ def test_xdg_runtime_dir_is_used_when_it_is_ours(tmp_path, shared_tmp):
         m.kill_all()
 
 
-def test_a_squatted_default_directory_makes_the_master_refuse_and_names_the_path(tmp_path, shared_tmp, squatter):
+def test_a_squatted_default_directory_makes_the_master_refuse_and_names_the_path(shared_tmp, squatter, own):
     port_dir = shared_tmp / f"pycluster-{os.getuid()}"
-    m = Master(tmp_path, "apps.hello:app", 1, env=_env(shared_tmp, CONTROL_SOCKET=""))
+    m = own("apps.hello:app", 1, env=_env(shared_tmp, CONTROL_SOCKET=""))
     fake = squatter(port_dir / f"control-{m.port}.sock", port_dir)  # nobody got there first
     log = _refused(m.start())
     assert f"the control socket directory {port_dir} belongs to uid {NOBODY} (nobody)" in log
@@ -160,7 +174,7 @@ def test_the_client_refuses_a_server_of_another_user_before_sending_a_byte(share
 
 
 @pytest.mark.parametrize("what", ["socket of nobody", "plain file", "world-writable directory"])
-def test_a_given_path_that_is_not_safely_ours_is_refused(tmp_path, shared_tmp, what):
+def test_a_given_path_that_is_not_safely_ours_is_refused(tmp_path, shared_tmp, what, own):
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
     path = (shared_tmp if what == "world-writable directory" else private) / "control.sock"
@@ -174,19 +188,19 @@ def test_a_given_path_that_is_not_safely_ours_is_refused(tmp_path, shared_tmp, w
         expected = f"{path} exists and is not a socket"
     else:
         expected = f"the control socket directory {shared_tmp} is writable by other users (mode 1777)"
-    m = Master(tmp_path, "apps.hello:app", 1, env={"CONTROL_SOCKET": str(path)}).start()
+    m = own("apps.hello:app", 1, env={"CONTROL_SOCKET": str(path)}).start()
     assert expected in _refused(m)
     assert path.exists() or what == "world-writable directory"  # nothing of someone else's was removed
 
 
-def test_a_stale_socket_of_ours_is_replaced_and_a_live_one_is_not(tmp_path):
-    first = Master(tmp_path, "apps.hello:app", 1).start().wait_ready(1)
-    second = Master(tmp_path, "apps.hello:app", 1, env={"CONTROL_SOCKET": first.socket_path}).start()
+def test_a_stale_socket_of_ours_is_replaced_and_a_live_one_is_not(own):
+    first = own("apps.hello:app", 1).start().wait_ready(1)
+    second = own("apps.hello:app", 1, env={"CONTROL_SOCKET": first.socket_path}).start()
     log = _refused(second)
     assert f"the control socket {first.socket_path} is in use by another master (pid {first.pid})" in log
     first.kill_all()  # SIGKILL: the socket file stays behind, with nobody listening
     assert os.path.exists(first.socket_path)
-    third = Master(tmp_path, "apps.hello:app", 1, env={"CONTROL_SOCKET": first.socket_path}).start()
+    third = own("apps.hello:app", 1, env={"CONTROL_SOCKET": first.socket_path}).start()
     try:
         third.socket_path = first.socket_path
         third.wait_ready(1)
@@ -209,8 +223,8 @@ def test_a_master_run_by_another_user_refuses_cleanly_where_it_cannot_create_its
     assert f"the control socket directory {taken} is not a directory (it belongs to uid 0 (root))" in out.stderr
 
 
-def test_control_socket_none_runs_without_one(tmp_path):
-    m = Master(tmp_path, "apps.hello:app", 1, env={"CONTROL_SOCKET": "none"}).start()
+def test_control_socket_none_runs_without_one(own):
+    m = own("apps.hello:app", 1, env={"CONTROL_SOCKET": "none"}).start()
     try:
         wait_for(lambda: "Control socket disabled" in m.log() and m.proc.poll() is None, timeout=20)
         wait_for(lambda: len(m.workers()) == 1, timeout=20, what="one worker")

@@ -17,6 +17,20 @@ from support import Master, wait_for
 
 SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
 
+@pytest.fixture
+def own(tmp_path):
+    """Make Masters in tmp_path; every one is killed with its workers after the test, pass or fail."""
+    made: list[Master] = []
+
+    def make(*args, **kwargs) -> Master:
+        made.append(Master(tmp_path, *args, **kwargs))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.kill_all()
+
+
 
 def _open(port: int, count: int, first_bytes: bytes = b"") -> list[socket.socket]:
     socks = []
@@ -88,24 +102,27 @@ def test_huge_header_blocks_cost_a_worker_a_bounded_amount_of_memory(master):
     assert requests.get(m.url + "/", timeout=5).status_code == 200
 
 
-def test_under_a_low_descriptor_limit_normal_clients_are_served_while_idle_sockets_flood(tmp_path):
+def test_under_a_low_descriptor_limit_normal_clients_are_served_while_idle_sockets_flood(own):
     # As in the issue (ulimit -n 1024, 2,200 idle sockets), scaled down: 256 descriptors, 600 sockets.
-    m = Master(tmp_path, "apps.hello:app", 2, env={"HEADER_TIMEOUT": "2"})
+    m = own("apps.hello:app", 2, env={"HEADER_TIMEOUT": "2"})
     m.argv = ["prlimit", "--nofile=256:256", *m.argv]
-    m.start().wait_ready(2)
-    workers = sorted(w["pid"] for w in m.status()["workers"])
+    m.start()
     flood: list[socket.socket] = []
     outcomes: list[str] = []
     try:
+        m.wait_ready(2)
+        workers = sorted(w["pid"] for w in m.status()["workers"])
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             if len(flood) < 600:
                 flood += _open(m.port, 50)
             outcomes.append(_one_request(m.url))
+        _close(flood)
+        log = m.log()
+        assert m.proc.poll() is None and sorted(w["pid"] for w in m.status()["workers"]) == workers, log  # no crash
     finally:
         _close(flood)
-    log = m.log()
-    assert m.proc.poll() is None and sorted(w["pid"] for w in m.status()["workers"]) == workers, log  # no crash
+        m.kill_all()
     assert set(outcomes) <= {"200", "refused"}, outcomes  # never a reset, an empty reply or a hang
     assert outcomes.count("200") >= len(outcomes) // 2, outcomes
     assert "capping at" in log and "Traceback" not in log, log
@@ -147,8 +164,8 @@ def test_a_worker_out_of_descriptors_says_so_and_loses_no_connection(master, pol
     assert log.count(said) == 1, log  # once per interval, not once per attempt
 
 
-def test_the_master_raises_its_soft_descriptor_limit_to_the_hard_one(tmp_path):
-    m = Master(tmp_path, "apps.hello:app", 1)
+def test_the_master_raises_its_soft_descriptor_limit_to_the_hard_one(own):
+    m = own("apps.hello:app", 1)
     m.argv = ["prlimit", "--nofile=512:4096", *m.argv]
     m.start().wait_ready(1)
     try:
@@ -180,11 +197,11 @@ def _slow_clients(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def test_a_flood_of_slow_metrics_clients_costs_the_master_nothing_the_app_notices(tmp_path):
+def test_a_flood_of_slow_metrics_clients_costs_the_master_nothing_the_app_notices(own):
     from support import free_port
 
     metrics = free_port()
-    m = Master(tmp_path, "apps.hello:app", 2, env={"METRICS_BIND": f"127.0.0.1:{metrics}", "WORKER_TIMEOUT": "3"})
+    m = own("apps.hello:app", 2, env={"METRICS_BIND": f"127.0.0.1:{metrics}", "WORKER_TIMEOUT": "3"})
     m.start().wait_ready(2)
     try:
         workers = sorted(w["pid"] for w in m.status()["workers"])
@@ -222,11 +239,11 @@ def test_a_flood_of_slow_metrics_clients_costs_the_master_nothing_the_app_notice
     assert after_workers == workers and "no heartbeat" not in log, log  # no worker killed
 
 
-def test_under_a_low_descriptor_limit_a_metrics_flood_leaves_control_and_the_app_working(tmp_path):
+def test_under_a_low_descriptor_limit_a_metrics_flood_leaves_control_and_the_app_working(own):
     from support import cpu_seconds, free_port
 
     metrics = free_port()
-    m = Master(tmp_path, "apps.hello:app", 1, "--policy", "shared", env={"METRICS_BIND": f"127.0.0.1:{metrics}"})
+    m = own("apps.hello:app", 1, "--policy", "shared", env={"METRICS_BIND": f"127.0.0.1:{metrics}"})
     m.argv = ["prlimit", "--nofile=64:64", *m.argv]  # fewer than the endpoint's usual cap of 64 connections
     m.start().wait_ready(1)
     try:
