@@ -18,7 +18,9 @@ worker's reading in master/worker/lane_reader.py.
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
+import os
 import socket
 import struct
 import termios
@@ -86,6 +88,37 @@ def receive(sock: Any) -> Record | bytes | None:
         if data in (PING, PONG):
             return data
     return decode(data, ancdata)
+
+
+class OutOfDescriptors(OSError):
+    """The next record's descriptors do not fit in this process now; the record is still queued."""
+
+
+def receive_whole(sock: Any) -> Record | bytes | None:
+    """receive(), for a reader that may be short of descriptors: a record is taken whole or not at all.
+
+    A plain read installs a record's descriptors one by one and drops those it cannot
+    (MSG_CTRUNC): those connections are gone. So the record is peeked at first (which
+    installs copies and leaves it queued); if they did not all fit, the copies are closed
+    and OutOfDescriptors is raised with the record untouched. Otherwise the record is
+    consumed without a control buffer (the kernel drops its own references) and the peeked
+    copies are the connections.
+    """
+    data, ancdata, flags, _addr = sock.recvmsg(_RECORD_BYTES, _ANCILLARY, socket.MSG_PEEK)
+    if not ancdata:
+        if not data:
+            return None
+        if data in (PING, PONG):
+            sock.recv(len(data))
+            return data
+    record = decode(data, ancdata)
+    if flags & socket.MSG_CTRUNC:
+        for fd, _ in record:
+            os.close(fd)
+        count = data.count(b"\n")
+        raise OutOfDescriptors(errno.EMFILE, f"no room for the {count} connections of the next record")
+    sock.recvmsg(_RECORD_BYTES)  # consume it; its descriptors were installed by the peek
+    return record
 
 
 def receive_all(sock: Any) -> tuple[list[Conn], list[Conn], bool]:

@@ -45,6 +45,14 @@ SIGNAL_COMMANDS = {
 }
 
 
+class StartupRefused(Exception):
+    """Raised by a start-up hook that makes running unsafe; the master exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class Arbiter:
     """Supervises the workers of one app on one address.
 
@@ -117,7 +125,13 @@ class Arbiter:
         for signum, (name, kwargs) in SIGNAL_COMMANDS.items():
             self.loop.add_signal_handler(signum, lambda _s, n=name, k=kwargs: self.command(n, **k))
         for startup in self._startups:
-            startup()
+            try:
+                startup()
+            except StartupRefused as exc:
+                log.error("%s: not starting", exc)
+                self.exit_code = exc.exit_code
+                self.primary.close_handles()
+                return False
         self.state = "running"
         if self.templates is not None:
             self.templates.start(self._first_generation_loaded)
@@ -137,14 +151,14 @@ class Arbiter:
         self.manage_workers()
 
     def add_startup(self, start: Callable[[], None]) -> None:
-        """Run `start()` once the listener is open (control socket, metrics)."""
+        """Run `start()` once the listener is open (control socket, metrics); it may raise StartupRefused."""
         self._startups.append(start)
 
     def _finished(self) -> bool:
         return self.state == "stopped"
 
     # -- the command path shared by signals and the control socket -----------------------
-    def command(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    def command(self, name: str, /, **kwargs: Any) -> dict[str, Any]:
         """Validate and run one command; returns a JSON-able result ({"ok": bool, ...}).
 
         Nothing a client sends can stop the master: a bad argument is an error reply, and

@@ -156,8 +156,8 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--max-requests-jitter", "MAX_REQUESTS_JITTER", _count, "0",
      "random extra requests per worker, so they do not recycle together"),
     ("--max-memory", "MAX_MEMORY", lambda flag, raw: parse_size(raw, flag), "0", "recycle a worker whose RSS exceeds this, e.g. 512M (0: off)"),
-    ("--control-socket", "CONTROL_SOCKET", _text, "", "control socket path (default: a private directory, "
-     "per user and port)"),
+    ("--control-socket", "CONTROL_SOCKET", _text, "", "control socket path, in a directory only you can write, "
+     "or 'none' (default: a private directory, per user and port)"),
     ("--metrics-bind", "METRICS_BIND", _address_or_none, "127.0.0.1:9100",
      "HOST:PORT for Prometheus metrics, /ready and the dashboard, or 'none'"),
     ("--dashboard-peers", "DASHBOARD_PEERS", _peers, "",

@@ -8,7 +8,7 @@ import socket
 import sys
 from typing import Any
 
-from .socket_path import default_control_socket
+from .socket_path import default_control_socket, owner_name, peer_credentials
 from .top import top_main
 
 
@@ -22,6 +22,7 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        check_server(sock, path)  # before a single byte of the request leaves
         sock.sendall(json.dumps(payload).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -45,6 +46,19 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
         return json.loads(data)
     except ValueError:
         raise CtlError("the master sent an unreadable reply") from None
+
+
+def check_server(sock: socket.socket, path: str) -> None:
+    """Refuse a server that is neither our own user nor root: whoever holds the path could be anyone."""
+    try:
+        pid, uid, _gid = peer_credentials(sock)
+    except OSError as exc:
+        raise CtlError(f"cannot tell who serves {path} (SO_PEERCRED: {exc.strerror}): refusing to talk to it") from None
+    if uid not in (os.getuid(), 0):
+        trusted = "root" if os.getuid() == 0 else f"you ({owner_name(os.getuid())}) or root"
+        raise CtlError(f"refusing to talk to {path}: it is served by pid {pid} of {owner_name(uid)}, not by "
+                       f"{trusted}, so it may not be a master at all (to control another user's master, "
+                       "run ctl as that user)")
 
 
 def _ctl_parser() -> argparse.ArgumentParser:

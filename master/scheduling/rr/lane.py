@@ -69,6 +69,11 @@ class Lane:
         this is safe even while the worker lives (a stalled one): it just finds fewer."""
         conns = receive_all(self.theirs)[0]
         self.unread = 0
+        if self.pinged:
+            # Our PING may have been among what was taken back, and then no PONG ever comes
+            # and the lane gets nothing again: ask anew (a second PONG is harmless).
+            self.pinged = False
+            self.ping()
         return conns
 
     def close(self) -> None:
