@@ -49,8 +49,8 @@ def marker_for_this_call() -> str:
     """The marker key of an increment: from the request's X-Request-Id, or fresh (see the module doc)."""
     request_id = request.headers.get(REQUEST_ID, "") if has_request_context() else ""
     if request_id and len(request_id) <= _MAX_REQUEST_ID:
-        return MARKER_PREFIX + hashlib.sha256(request_id.encode("utf-8", "replace")).hexdigest()[:32]
-    return MARKER_PREFIX + uuid.uuid4().hex
+        return MARKER_PREFIX + "rid:" + hashlib.sha256(request_id.encode("utf-8", "replace")).hexdigest()[:32]
+    return MARKER_PREFIX + "new:" + uuid.uuid4().hex
 
 
 class NotReplicated(redis.exceptions.ConnectionError):

@@ -5,9 +5,11 @@ Run by loadtest/locust_run.py (`python -m locust -f loadtest/chaos_locust.py --h
 - CHAOS_RATE     requests per second per user (constant_throughput): a paced load below the
                  stack's capacity, so "capacity back" means the offered load is served again
 - CHAOS_PATHS    the paths each user asks in turn, comma-separated (default "/,/count")
-- CHAOS_RECORDS  the file every request is appended to, one JSON object per line:
+- CHAOS_RECORDS  the file every request is appended to, one JSON object per line: before it is
+                 sent {"sent": path}, and when it is done
                  {"start", "end" (epoch s), "path", "kind" ("ok", "http_502", "error:..."),
                   "status", "host", "views" (totalViews of a successful /count, else null)}
+                 (so a request that never completed, or whose record was lost, still counts as sent)
 """
 
 import itertools
@@ -93,4 +95,7 @@ class ChaosUser(FastHttpUser):
     def ask(self):
         """The next path; recorded under its path without the query string."""
         path = next(self.paths)
-        self.client.get(path, name=path.split("?")[0])
+        name = path.split("?")[0]
+        if _records["file"] is not None:
+            _records["file"].write(json.dumps({"sent": name}) + "\n")
+        self.client.get(path, name=name)

@@ -59,19 +59,25 @@ def _wait(predicate, deadline: float, step: float = 0.2) -> float | None:
     return None
 
 
-def count_checks(records, before: int, after: int) -> tuple[dict, dict]:
-    """Checks that /count counted each request at most once and lost no acknowledged increment."""
+def count_checks(records, before: int, after: int, sent: dict | None = None, skipped: int = 0) -> tuple[dict, dict]:
+    """Checks that /count counted each request at most once and lost no acknowledged increment.
+
+    `sent` (requests sent, by path, counted before each went out) bounds the increments exactly:
+    a request whose completion was never recorded still counts as sent.
+    """
     answered = [r for r in records if r.path == "/count" and r.kind == "ok"]
     failed = [r for r in records if r.path == "/count" and r.kind != "ok"]
     values = [r.views for r in answered if r.views is not None]
     # A lost acknowledged increment makes the new primary hand its value out again.
     reissued = len(values) - len(set(values))
     delta = after - before
-    extra = {"count_answered": len(answered), "count_failed": len(failed), "reissued_values": reissued,
-             "counted_more_than_sent": max(0, delta - len(answered) - len(failed))}
+    attempts = sent.get("/count", 0) if sent else len(answered) + len(failed)
+    extra = {"count_sent": attempts, "count_answered": len(answered), "count_failed": len(failed),
+             "count_unfinished": max(0, attempts - len(answered) - len(failed)), "record_lines_skipped": skipped,
+             "reissued_values": reissued, "counted_more_than_sent": max(0, delta - attempts)}
     checks = {"no_reissued_values": reissued == 0,
-              # Each request may count once, answered or not: more increments than requests is a double count.
-              "no_double_counts": delta <= len(answered) + len(failed),
+              # Each request may count once, answered or not: more increments than requests sent is a double count.
+              "no_double_counts": delta <= attempts,
               "acknowledged_all_counted": delta >= len(answered)}
     return checks, extra
 
@@ -112,7 +118,7 @@ def replica_kill(target, timing) -> dict:
     back = _recovery(records, t0, round(kill_t - t0, 2))
     target.start_services("app")
     back_in_rotation = _wait(lambda: target.wait_servers_up(len(replicas), 5), 60)
-    checks, extra = count_checks(records, before, after)
+    checks, extra = count_checks(records, before, after, run.sent, run.skipped)
     checks.update({
         "failures_in_8s_at_most_0.5%": len(failed) <= REPLICA_FAIL_RATIO * max(1, len(window)),
         "idempotent_failures_in_8s_none": not idempotent_failed,
@@ -158,7 +164,7 @@ def redis_primary_kill(target, timing) -> dict:
     # The lost primary comes back as a replica of the new one, so the next fault has a replica too.
     target.start_services(primary)
     rejoined = _wait(lambda: target.wait_replicated(5), 90, step=1.0)
-    checks, extra = count_checks(records, before, after)
+    checks, extra = count_checks(records, before, after, run.sent, run.skipped)
     checks.update({
         "count_back_within_10s": count_back is not None and count_back <= COUNT_BACK_S,
         "hello_never_failed": not hello_failed,
@@ -215,7 +221,7 @@ def _swarm_kill(target, timing, victim: str) -> dict:
     # on the lost node that is the failover's length, and it is reported, not hidden.
     unavailable = [r for r in failed if r.path == "/count" and r.kind == "http_503"]
     count_back = _count_back(records, kill_t)
-    checks, extra = count_checks(records, before, after)
+    checks, extra = count_checks(records, before, after, run.sent, run.skipped)
     checks["app_rescheduled_within_60s"] = rescheduled_s is not None and rescheduled_s <= RESCHEDULED_S
     if had_primary:
         checks["idempotent_failures_in_20s_at_most_1%"] = len(idempotent_failed) <= SWARM_FAIL_RATIO * max(1, len(idempotent))

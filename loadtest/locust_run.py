@@ -44,6 +44,8 @@ class LocustRun:
         self.records_path = Path(self._dir.name) / "records.jsonl"
         self.proc: subprocess.Popen | None = None
         self.started_at = 0.0
+        self.sent: dict[str, int] = {}   # requests sent, by path (read by join())
+        self.skipped = 0                 # record lines that did not parse
 
     def start(self) -> "LocustRun":
         """Start Locust; returns at once."""
@@ -59,7 +61,7 @@ class LocustRun:
         return self
 
     def wait_started(self, deadline: float = 30.0) -> float:
-        """Block until the first request was recorded; its epoch time. AssertionError on deadline."""
+        """Block until the first request was sent; that moment (epoch s). AssertionError on deadline."""
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -69,7 +71,7 @@ class LocustRun:
                 with open(self.records_path, encoding="utf-8") as handle:
                     first = handle.readline()
                 if first.endswith("\n"):
-                    return json.loads(first)["start"]
+                    return time.time()  # the first request is under way: the timeline's origin
             except FileNotFoundError:
                 pass
             time.sleep(0.1)
@@ -88,21 +90,30 @@ class LocustRun:
             self.proc.wait(timeout=max(0.0, self.started_at + self.seconds - time.time()) + STOP_GRACE)
         except subprocess.TimeoutExpired:
             self.stop()
-        records = read_records(self.records_path)
+        records, self.sent, self.skipped = read_run(self.records_path)
         self._dir.cleanup()
         return records
 
 
 def read_records(path: Path) -> list[StackRecord]:
-    """Parse a records file (a cut-off last line is dropped)."""
-    records = []
+    """Parse a records file: the completed requests, sorted by start (a cut-off line is dropped)."""
+    return read_run(path)[0]
+
+
+def read_run(path: Path) -> tuple[list[StackRecord], dict[str, int], int]:
+    """(completed requests sorted by start, requests sent by path, lines that did not parse)."""
+    records, sent, skipped = [], {}, 0
     try:
         with open(path, encoding="utf-8") as handle:
             for line in handle:
                 try:
-                    records.append(StackRecord(**json.loads(line)))
+                    fields = json.loads(line)
+                    if "sent" in fields:
+                        sent[fields["sent"]] = sent.get(fields["sent"], 0) + 1
+                    else:
+                        records.append(StackRecord(**fields))
                 except (ValueError, TypeError):
-                    continue
+                    skipped += 1
     except FileNotFoundError:
-        return []
-    return sorted(records, key=lambda r: r.start)
+        pass
+    return sorted(records, key=lambda r: r.start), sent, skipped

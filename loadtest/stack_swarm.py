@@ -35,6 +35,15 @@ def swarm_problem() -> str | None:
     return None if done.returncode == 0 else f"docker info exited {done.returncode}: {done.stderr.strip()[:200]}"
 
 
+def _alive(pid_file: Path) -> bool:
+    """True when the pid in pid_file is a running process."""
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class SwarmStack:
     """A swarm of three nodes with the stack `name` deployed from deploy/stack.yml."""
 
@@ -113,6 +122,13 @@ class SwarmStack:
             self.tool("start-node", node, timeout=120, check=False)
         self.killed = []
         self.tool("down", timeout=300, check=False)
+        # ensure-swarm down waits 10 s at most for each node's dockerd; the next `up` fails while
+        # one still runs ("pid file found"), so wait for them to be gone.
+        try:
+            wait_until(lambda: not any(_alive(f) for f in Path("/run").glob("swarm-node-*.pid")), 120,
+                       "the swarm nodes' dockerd processes to exit", 0.5)
+        except AssertionError as exc:  # teardown goes on; the next `up` says what is left
+            print(f"stack_swarm: {exc}")
         while self._bridge_rule("-C"):
             self._bridge_rule("-D")
 
