@@ -196,6 +196,8 @@ class Connection:
             return self._receive(self.deadline)
         except OSError:
             return False
+        if n == READ_SIZE:  # more may be queued, and edge-triggered epoll will not say so again
+            self.ready_bits |= IN
         if n and bytes(buffer[:min(n, 8)]).startswith(IDEMPOTENT):
             self.idle = False
             self.parser.feed(self.server.view[:n])
@@ -336,11 +338,12 @@ class Connection:
         """Choose the body's framing; False when only closing the connection can end the body."""
         self.chunked, self.remaining = False, -1
         if length is not None:
-            self.remaining = int(length)
-            if self.remaining < 0:
+            if int(length) < 0:
                 raise ValueError(f"invalid Content-Length {length!r}")
+            if not self.no_body:
+                self.remaining = int(length)
         elif total >= 0 and (not self.no_body or env["REQUEST_METHOD"] == "HEAD"):
-            self.remaining = total
+            self.remaining = -1 if self.no_body else total
             lines.append(f"Content-Length: {total}\r\n")
         elif not self.no_body:
             if env["SERVER_PROTOCOL"] != "HTTP/1.1":

@@ -1,0 +1,35 @@
+"""The app the conformance suite serves: each path shows one behaviour of the engine under it."""
+import os
+import time
+
+
+def _reply(start_response, body, status="200 OK", extra=()):
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
+                            ("X-Worker-Pid", str(os.getpid())), *extra])
+    return [body]
+
+
+def _stream(start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])  # no length: the engine frames it
+    yield b"first,"
+    yield b""
+    yield b"second,"
+    yield b"third"
+
+
+def app(environ, start_response):
+    """/echo: the body back; /stream: a body of unknown length; /slow?s=: answer late;
+    /noread: answer without reading the body; anything else: the method and target back."""
+    path = environ["PATH_INFO"]
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        return _reply(start_response, body, extra=[("X-Seen-Length", environ.get("CONTENT_LENGTH", ""))])
+    if path == "/lines":
+        return _reply(start_response, b"|".join(environ["wsgi.input"]))
+    if path == "/stream":
+        return _stream(start_response)
+    if path == "/slow":
+        time.sleep(float(environ.get("QUERY_STRING", "s=1").partition("=")[2] or 1))
+    query = environ.get("QUERY_STRING")
+    target = environ["PATH_INFO"] + ("?" + query if query else "")
+    return _reply(start_response, f"{environ['REQUEST_METHOD']} {target}".encode())
