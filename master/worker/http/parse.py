@@ -180,12 +180,17 @@ class RequestParser:
         env = req.environ
         parser = self._parser
         self.in_head = False
-        if parser.get_http_version() != "1.1":
-            self._old_version(env, parser.get_http_version())
+        version = parser.get_http_version()
+        if version != "1.1":
+            self._old_version(env, version)
         method = parser.get_method()
         env["REQUEST_METHOD"] = METHODS.get(method) or self._rare_method(method)
-        self._target(env, req.url)
-        if "HTTP_HOST" not in env and env["SERVER_PROTOCOL"] == "HTTP/1.1":
+        url = req.url
+        if url[:1] == b"/" and b"?" not in url and b"%" not in url:
+            env["PATH_INFO"] = url.decode("latin-1")
+        else:
+            self._target(env, url)
+        if "HTTP_HOST" not in env and version == "1.1":
             self._reject(400, "HTTP/1.1 request without a Host field")
         if "CONTENT_LENGTH" in env or "HTTP_TRANSFER_ENCODING" in env:
             self._framing(req, env)
