@@ -20,7 +20,7 @@ import time
 import traceback
 from typing import Any
 
-from greenlet import greenlet
+from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..balance import HAND_BACK, KEEP
 from ..retryable_socket import IDEMPOTENT
@@ -35,12 +35,29 @@ from .response import (CONTINUE, GATHER_MAX, LAST_CHUNK, chunk, date_line, finis
 NO_RETRY = "pycluster.no_retry"
 LINGER_SECONDS = 1.0  # after an error answer, how long the client's remaining bytes are read and dropped
 LINGER_BYTES = 1024 * 1024  # ... and how many at most
+RUNNERS_MAX = 256  # idle greenlets kept for the next connections
 _switch = greenlet.switch
 _monotonic = time.monotonic
 
 
 def _nothing() -> None:
     """environ["pycluster.no_retry"] where nothing is peeked at (shared, reuseport, retries off)."""
+
+
+def _serve_connections(conn: "Connection", woke: Any) -> None:
+    """A greenlet's life: serve one connection, then wait in the hub to be given the next.
+
+    Starting a greenlet costs ~8 µs, twenty times a switch into one that exists: with a new
+    connection per request, that alone was a tenth of a request's cost.
+    """
+    runners, hub = conn.server.poller.runners, conn.hub
+    while True:
+        conn._run(woke)
+        conn = woke = None  # hold nothing while idle
+        if len(runners) >= RUNNERS_MAX:
+            return
+        runners.append(getcurrent())
+        conn, woke = _switch(hub)
 
 
 class Connection:
@@ -56,7 +73,7 @@ class Connection:
         self.sock = sock  # a non-blocking _socket.socket
         self.fd = sock.fileno()
         self.hub = server.hub
-        self.greenlet = greenlet(self._run, server.hub)  # started by the first event (or expiry)
+        self.greenlet: Any = None  # given by start(), at the first event (or expiry)
         template = server.environ.copy()
         template["REMOTE_ADDR"], template["REMOTE_PORT"] = (str(peer[0]), str(peer[1])) if peer else ("", "")
         template[NO_RETRY] = self.no_retry if peek else _nothing
@@ -84,6 +101,16 @@ class Connection:
     def _body(self, req: Request) -> Body:
         return Body(self, req)
 
+    def start(self, woke: Any) -> None:
+        """Serve in an idle runner greenlet, or a new one (called in the hub, at the first event)."""
+        runners = self.server.poller.runners
+        if runners:
+            self.greenlet = runners.pop()
+            self.greenlet.switch((self, woke))
+        else:
+            self.greenlet = greenlet(_serve_connections, self.hub)
+            self.greenlet.switch(self, woke)
+
     # -- the connection's life --------------------------------------------------------------
     def _run(self, woke: Any) -> None:
         self.waiting = 0
@@ -95,6 +122,8 @@ class Connection:
             pass
         except HttpError as exc:
             self._refuse(exc.status, exc.reason)
+        except GreenletExit:
+            raise
         except BaseException:  # noqa: BLE001 - a bug here ends this connection, never the worker
             traceback.print_exc(file=sys.stderr)
         finally:
@@ -143,7 +172,7 @@ class Connection:
                 except OSError:
                     pass  # not connected any more
             sock.close()
-        self.parser = self.req = None  # the environ template refers back to us
+        self.parser = self.req = self.greenlet = None  # the environ template refers back to us
         server.connection_closed(self)
 
     # -- reading ----------------------------------------------------------------------------

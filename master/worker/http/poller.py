@@ -43,6 +43,7 @@ class Poller:
         self.epoll = _epoll()
         self._poll = self.epoll.poll
         self.conns: dict[int, Any] = {}  # descriptor -> connection
+        self.runners: list[Any] = []  # idle greenlets that serve the next connection (connection.py)
         self.draining = False  # close keep-alive connections idle for IDLE_CLOSE_AFTER
         self.closing = False  # expire every connection that waits on its client (a drain's deadline)
         self._watcher = loop.io(self.epoll.fileno(), 1)
@@ -75,7 +76,10 @@ class Poller:
                 continue
             if conn.waiting & events:
                 try:
-                    conn.greenlet.switch(events)
+                    if conn.greenlet is None:
+                        conn.start(events)
+                    else:
+                        conn.greenlet.switch(events)
                 except BaseException:  # noqa: BLE001 - a connection's bug must not stop the others
                     _report()
             else:
@@ -89,7 +93,10 @@ class Poller:
         for conn in due:
             if conn.waiting and self.conns.get(conn.fd) is conn:
                 try:
-                    conn.greenlet.switch(EXPIRED)
+                    if conn.greenlet is None:
+                        conn.start(EXPIRED)
+                    else:
+                        conn.greenlet.switch(EXPIRED)
                 except BaseException:  # noqa: BLE001
                     _report()
 
