@@ -273,6 +273,7 @@ class Connection:
         self.req, self.status, self.head_sent, self.hand_back = req, None, False, False
         server = self.server
         runtime = server.runtime
+        began = _monotonic() if server.access_log else 0.0
         runtime.in_flight += 1
         try:
             result = server.app(req.environ, self._start_response)
@@ -292,7 +293,7 @@ class Connection:
             runtime.in_flight -= 1
             runtime.requests += 1
         if server.access_log:
-            server.log_access(req.environ, self.status)
+            server.log_access(req.environ, self.status, _monotonic() - began)
         if self.hand_back and self.keep and not self.parser.ready and self.parser.current is None:
             return not self._give_back()
         return self.keep

@@ -134,9 +134,10 @@ class HttpServer:
                 break
             gevent.sleep(POLL)
 
-    def log_access(self, environ: dict, status: str | None) -> None:
+    def log_access(self, environ: dict, status: str | None, seconds: float) -> None:
         """One access log line (only with --access-log: a line per request costs real throughput)."""
         query = environ.get("QUERY_STRING")
-        print(f'{environ.get("REMOTE_ADDR", "-")} - - [{time.strftime("%d/%b/%Y %H:%M:%S")}] '
-              f'"{environ["REQUEST_METHOD"]} {environ["PATH_INFO"]}{"?" + query if query else ""} '
-              f'{environ["SERVER_PROTOCOL"]}" {(status or "-").split(" ", 1)[0]}', file=sys.stderr, flush=True)
+        target = environ["PATH_INFO"] + ("?" + query if query else "")
+        print(f'{environ.get("REMOTE_ADDR") or "-"} - - [{time.strftime("%d/%b/%Y %H:%M:%S")}] '
+              f'"{environ["REQUEST_METHOD"]} {target} {environ["SERVER_PROTOCOL"]}" '
+              f'{(status or "-").split(" ", 1)[0]} {seconds:.6f}', file=sys.stderr, flush=True)
