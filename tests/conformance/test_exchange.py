@@ -1,4 +1,6 @@
 """Keep-alive, pipelining, chunked bodies both ways, HEAD, Expect: 100-continue."""
+import time
+
 import pytest
 
 from conformance.client import Client, request
@@ -119,3 +121,27 @@ def test_a_body_the_app_does_not_read_is_skipped_and_the_connection_goes_on(clie
     client.send(request("POST", "/ignored", (f"Content-Length: {len(body)}",), body) + request("GET", "/next"))
     answers = client.responses(2)
     assert [a.body for a in answers] == [b"POST /ignored", b"GET /next"]
+
+
+def test_an_app_that_waits_yields_to_the_other_connections(served):
+    # /slow sleeps through gevent (as a Redis call waits): its worker serves others meanwhile.
+    slow, quick, others = Client(served.port), None, []
+    try:
+        pid = slow.send(request()).response().header("x-worker-pid")
+        for _ in range(20):  # a connection on the same worker
+            candidate = Client(served.port)
+            if candidate.send(request()).response().header("x-worker-pid") == pid:
+                quick = candidate
+                break
+            others.append(candidate)
+        assert quick is not None, "no second connection landed on the same worker"
+        slow.send(request("GET", "/slow?s=2"))
+        started = time.monotonic()
+        for i in range(5):
+            assert quick.send(request("GET", f"/quick{i}")).response(timeout=1.5).status == 200
+        assert time.monotonic() - started < 1.5
+        assert slow.response(timeout=5).body == b"GET /slow?s=2"
+    finally:
+        for c in [slow, quick, *others]:
+            if c is not None:
+                c.close()

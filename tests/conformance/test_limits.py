@@ -62,7 +62,7 @@ def test_an_endless_header_is_refused_before_it_ends(served, pywsgi_gap):
 
 
 def test_a_declared_body_past_the_limit_is_413_at_once(served, pywsgi_gap):
-    pywsgi_gap("reads the whole body before the app answers, and keeps the connection")
+    pywsgi_gap("has no body limit: it waits for the whole declared body")
     _refused(served.port, request("POST", "/echo", (f"Content-Length: {MAX_BODY + 1}",)), 413)
 
 
