@@ -18,12 +18,18 @@ def _stream(start_response):
 
 
 def app(environ, start_response):
-    """/echo: the body back; /stream: a body of unknown length; /slow?s=: answer late;
-    /noread: answer without reading the body; anything else: the method and target back."""
+    """/echo: the body back; /lines: its lines; /swallow: read, catching any error; /stream: a body of
+    unknown length; /slow?s=: answer late; anything else: the method and target back."""
     path = environ["PATH_INFO"]
     if path == "/echo":
         body = environ["wsgi.input"].read()
         return _reply(start_response, body, extra=[("X-Seen-Length", environ.get("CONTENT_LENGTH", ""))])
+    if path == "/swallow":  # an app that catches everything, even the engine's errors
+        try:
+            environ["wsgi.input"].read()
+        except BaseException:  # noqa: BLE001 - the point of this path
+            return _reply(start_response, b"swallowed")
+        return _reply(start_response, b"read")
     if path == "/lines":
         return _reply(start_response, b"|".join(environ["wsgi.input"]))
     if path == "/stream":

@@ -118,3 +118,15 @@ def test_a_percent_encoded_path_is_decoded(served):
         assert answer.body == b"GET /a b?x=%20"
     finally:
         client.close()
+
+
+def test_an_app_that_swallows_a_body_error_gets_one_answer_then_the_close(served, pywsgi_gap):
+    pywsgi_gap("answers twice: the app's 200, then a 400 for the same request")
+    client = Client(served.port)
+    try:
+        client.send(request("POST", "/swallow", ("Transfer-Encoding: chunked",), b"3\r\nabc\r\nZZ\r\n"))
+        answers = client.responses(2, timeout=3)
+        assert [a.body for a in answers] == [b"swallowed"]
+        assert client.closed()
+    finally:
+        client.close()

@@ -294,6 +294,8 @@ class Connection:
             runtime.requests += 1
         if server.access_log:
             server.log_access(req.environ, self.status, _monotonic() - began)
+        if not req.complete and self.parser.stopped:  # its body broke off, and the app answered: close
+            return False
         if self.hand_back and self.keep and not self.parser.ready and self.parser.current is None:
             return not self._give_back()
         return self.keep
@@ -385,7 +387,7 @@ class Connection:
     def _drop_body(self, req: Request) -> bool:
         """The app left some of the body unread: drop it and keep the connection, if that is cheap."""
         req.discard, req.body = True, None
-        if req.expect:  # the client still waits for 100 Continue: it may never send the body
+        if req.expect or self.parser.stopped:  # the client waits for 100 Continue, or the body broke off
             return False
         return req.length > 0 and req.length - req.received <= DISCARD_MAX
 

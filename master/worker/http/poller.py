@@ -14,7 +14,8 @@ connection reads at once when it next wants bytes.
 
 The sweep, a timer in the hub, expires connections that wait on a client past their
 deadline (head, body, idle keep-alive, a stalled write) and, while the worker drains,
-closes keep-alive connections that have been idle, or sending one head, for IDLE_CLOSE_AFTER.
+closes keep-alive connections that have been idle for IDLE_CLOSE_AFTER. A connection in the middle of
+a request (its head or body) is an open exchange: a drain waits for it, up to its timeout.
 """
 from __future__ import annotations
 
@@ -88,11 +89,8 @@ class Poller:
     def _sweep(self) -> None:
         now, closing = time.monotonic(), self.closing
         idle_after = IDLE_CLOSE_AFTER if self.draining else float("inf")
-        # Draining, a connection idle (or still sending its head) for a moment is not worth the wait:
-        # a slow client would otherwise hold a rolling restart up for a whole header timeout.
         due = [c for c in self.conns.values()
-               if c.waiting and (closing or 0 < c.deadline <= now or (c.idle and now - c.since >= idle_after)
-                                 or (c.head_since and now - c.head_since >= idle_after))]
+               if c.waiting and (closing or 0 < c.deadline <= now or (c.idle and now - c.since >= idle_after))]
         for conn in due:
             if conn.waiting and self.conns.get(conn.fd) is conn:
                 try:
