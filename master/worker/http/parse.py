@@ -180,9 +180,13 @@ class RequestParser:
         env = req.environ
         parser = self._parser
         self.in_head = False
-        version = parser.get_http_version()
-        if version != "1.1":
-            self._old_version(env, version)
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and "HTTP_CONNECTION" not in env:
+            version = "1.1"  # llhttp keeps HTTP/1.0 (or 0.9, 2.0) alive only when the request asks to
+        else:
+            version = parser.get_http_version()
+            if version != "1.1":
+                self._old_version(env, version)
         method = parser.get_method()
         env["REQUEST_METHOD"] = METHODS.get(method) or self._rare_method(method)
         url = req.url
@@ -196,7 +200,7 @@ class RequestParser:
             self._framing(req, env)
         if "HTTP_EXPECT" in env:
             self._expect(req, env)
-        req.keep_alive = parser.should_keep_alive()
+        req.keep_alive = keep_alive
         self.ready.append(req)
 
     def _old_version(self, env: dict, version: str) -> None:
