@@ -29,7 +29,7 @@ from .errors import ClientGone, HttpError, error_response
 from .limits import DISCARD_MAX
 from .parse import READ_SIZE, Request, RequestParser
 from .poller import EXPIRED, IN, READ_WAIT, WRITE_WAIT
-from .response import (CONTINUE, GATHER_MAX, LAST_CHUNK, chunk, date_line, finish_head, has_no_body,
+from .response import (CONTINUE, GATHER_MAX, LAST_CHUNK, NO_BODY_STATUS, chunk, date_line, finish_head,
                        head_lines)
 
 NO_RETRY = "pycluster.no_retry"
@@ -345,7 +345,7 @@ class Connection:
             raise AssertionError("the app returned a body without calling start_response()")
         env = req.environ
         lines, length, app_close, _ = head_lines(self.status, self.headers)
-        self.no_body = has_no_body(self.status, env["REQUEST_METHOD"])
+        self.no_body = env["REQUEST_METHOD"] == "HEAD" or self.status.startswith(NO_BODY_STATUS)
         framed = self._frame(lines, length, total, env)
         keep = (framed and req.keep_alive and not app_close and not self.server.runtime.draining
                 and (req.complete or self._drop_body(req)) and self._boundary())
@@ -359,7 +359,12 @@ class Connection:
         if self.no_body or not first:
             self._send(head)
             return
-        first = chunk(first) if self.chunked else self._within_length(first)
+        if self.chunked:
+            first = chunk(first)
+        elif len(first) == self.remaining:  # the whole body at once (the usual case)
+            self.remaining = 0
+        else:
+            first = self._within_length(first)
         if len(first) <= GATHER_MAX:
             self._send(head + first)
         else:

@@ -51,7 +51,8 @@ def head_lines(status: str, headers: list) -> tuple[list[str], str | None, bool,
 
 def finish_head(lines: list[str]) -> bytes:
     """Add Date and the blank line, join, check that no value carried a CR or LF, encode."""
-    lines.append(date_line())
+    now = int(time.time())
+    lines.append(_date[1] if now == _date[0] else date_line())
     lines.append("\r\n")
     head = "".join(lines)
     if head.count("\n") != len(lines) or head.count("\r") != len(lines):
@@ -62,8 +63,3 @@ def finish_head(lines: list[str]) -> bytes:
 def chunk(data: bytes) -> bytes:
     """One chunk of a chunked body."""
     return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def has_no_body(status: str, method: str) -> bool:
-    """Whether this response carries no body: HEAD, 1xx, 204, 304."""
-    return method == "HEAD" or status.startswith(NO_BODY_STATUS)
