@@ -54,30 +54,30 @@ class Reject(Exception):
 
 
 class Request:
-    """One request: its environ, and where its body stands."""
+    """One request: its environ, and where its body stands.
 
-    __slots__ = ("environ", "url", "fields", "head_bytes", "length", "received", "body", "complete",
-                 "keep_alive", "expect", "discard")
+    No __slots__: most requests never change most fields, so they stay the class's defaults and
+    a request costs two stores instead of eleven.
+    """
+
+    length = 0  # the declared body length; -1: chunked
+    received = 0  # body bytes parsed so far
+    body: bytearray | None = None  # parsed body bytes the app has not read yet
+    complete = False  # llhttp saw the end of the message
+    keep_alive = False
+    expect = False  # Expect: 100-continue, not answered yet
+    discard = False  # the app is done with it: the rest of the body is dropped
 
     def __init__(self, environ: dict, url: bytes) -> None:
         self.environ = environ
         self.url = url
-        self.fields = 0
-        self.head_bytes = len(url)
-        self.length = 0  # the declared body length; -1: chunked
-        self.received = 0  # body bytes parsed so far
-        self.body: bytearray | None = None  # parsed body bytes the app has not read yet
-        self.complete = False  # llhttp saw the end of the message
-        self.keep_alive = False
-        self.expect = False  # Expect: 100-continue, not answered yet
-        self.discard = False  # the app is done with it: the rest of the body is dropped
 
 
 class RequestParser:
     """Feeds one connection's bytes to llhttp; `ready` holds requests whose head is complete."""
 
     __slots__ = ("_parser", "_feed", "template", "make_input", "ready", "current", "in_head", "head_fed",
-                 "error", "reason", "stopped", "_line", "_fields", "_head", "_body")
+                 "error", "reason", "stopped", "_line", "_fields", "_head", "_body", "_count", "_size")
 
     def __init__(self, template: dict, limits: Limits, make_input: Callable[[Request], Any]) -> None:
         self._parser = httptools.HttpRequestParser(self)
@@ -88,6 +88,7 @@ class RequestParser:
         self.current: Request | None = None  # the request llhttp is in (head or body)
         self.in_head = False  # a head has begun and is not complete
         self.head_fed = 0  # bytes fed since that head began (a bound on an unfinished head)
+        self._count = self._size = 0  # that head's fields and bytes so far
         self.error = 0  # the status that answers the first framing error; the parser is dead
         self.reason = ""
         self.stopped = False  # no more requests: an error, or an upgrade (what follows is not HTTP/1.1)
@@ -140,10 +141,10 @@ class RequestParser:
         req = self.current
         if req is None:
             req = self.current = Request(self.template.copy(), url)
-            self.in_head, self.head_fed = True, 0
+            self.in_head, self.head_fed, self._count, self._size = True, 0, 0, len(url)
         else:
             req.url += url
-            req.head_bytes += len(url)
+            self._size += len(url)
         if len(req.url) + _LONGEST_METHOD > self._line and self._line_too_long(req.url):
             self._reject(414, "request line too long")
 
@@ -152,17 +153,16 @@ class RequestParser:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header field: into the environ, as HTTP_NAME."""
-        req = self.current
-        req.fields += 1
-        req.head_bytes += len(name) + len(value) + 4
-        if req.fields > self._fields or req.head_bytes > self._head:
-            self._reject(431, "too many header fields" if req.fields > self._fields else
+        self._count += 1
+        self._size += len(name) + len(value) + 4
+        if self._count > self._fields or self._size > self._head:
+            self._reject(431, "too many header fields" if self._count > self._fields else
                          "request header block too large")
         key = _KEYS.get(name)
         if key is None:
             key = header_key(name)
         if key:
-            env = req.environ
+            env = self.current.environ
             if key in env:
                 self._repeated(env, key, value)
             else:
