@@ -30,6 +30,10 @@ def app(environ, start_response):
         except BaseException:  # noqa: BLE001 - the point of this path
             return _reply(start_response, b"swallowed")
         return _reply(start_response, b"read")
+    if path == "/environ":  # the keys every request's environ carries, and a few values
+        keys = sorted(k for k in environ if not k.startswith("HTTP_"))
+        values = [f"{k}={environ[k]}" for k in ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL")]
+        return _reply(start_response, "\n".join(keys + values).encode())
     if path == "/lines":
         return _reply(start_response, b"|".join(environ["wsgi.input"]))
     if path == "/stream":

@@ -145,3 +145,16 @@ def test_an_app_that_waits_yields_to_the_other_connections(served):
         for c in [slow, quick, *others]:
             if c is not None:
                 c.close()
+
+
+PEP_3333_KEYS = {"REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+                 "SERVER_PROTOCOL", "wsgi.version", "wsgi.url_scheme", "wsgi.input", "wsgi.errors",
+                 "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once"}
+
+
+def test_the_environ_carries_what_pep_3333_and_pycluster_promise(client):
+    lines = client.send(request("GET", "/environ?a=1")).response().body.decode().splitlines()
+    keys = {line for line in lines if "=" not in line}
+    assert PEP_3333_KEYS | {"REMOTE_ADDR", "REMOTE_PORT", "GATEWAY_INTERFACE", "wsgi.input_terminated",
+                            "pycluster.no_retry"} <= keys
+    assert {"REQUEST_METHOD=GET", "PATH_INFO=/environ", "QUERY_STRING=a=1", "SERVER_PROTOCOL=HTTP/1.1"} <= set(lines)

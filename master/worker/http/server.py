@@ -30,7 +30,8 @@ SWEEP_MIN, SWEEP_MAX = 0.02, 0.25  # bounds on the sweep's period (a tenth of th
 def base_environ(extra: dict | None) -> dict:
     """What every request's environ starts from (serve.py adds SERVER_NAME/PORT, wsgi.multiprocess)."""
     environ = {
-        "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "pycluster",
+        "GATEWAY_INTERFACE": "CGI/1.1", "SCRIPT_NAME": "", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_SOFTWARE": "pycluster",
         "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": NO_BODY, "wsgi.errors": sys.stderr,
         "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
         # The body ends where the request's framing says (werkzeug reads a chunked body only with this).
