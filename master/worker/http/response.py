@@ -27,6 +27,20 @@ def date_line() -> str:
     return _date[1]
 
 
+PLAIN, LENGTH, CONNECTION, CHUNKED_TE, DROPPED = range(5)
+_KINDS: dict[str, int] = {}  # a header name as the app spells it -> what the engine does with it
+_KINDS_MAX = 1024
+
+
+def _kind(name: str) -> int:
+    lower = name.lower()
+    kind = (LENGTH if lower == "content-length" else CONNECTION if lower == "connection"
+            else CHUNKED_TE if lower == "transfer-encoding" else DROPPED if lower in HOP_BY_HOP else PLAIN)
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
 def head_lines(status: str, headers: list) -> tuple[list[str], str | None, bool, bool]:
     """The status line and the app's end-to-end headers, one CRLF-terminated string each.
 
@@ -36,15 +50,18 @@ def head_lines(status: str, headers: list) -> tuple[list[str], str | None, bool,
     lines = ["HTTP/1.1 " + status + "\r\n"]
     length, close, chunked = None, False, False
     for name, value in headers:
-        lower = name.lower()
-        if lower == "content-length":
-            length = value
-        elif lower in HOP_BY_HOP:
-            chunked = chunked or (lower == "transfer-encoding" and value.lower() == "chunked")
-            continue
-        elif lower == "connection":
-            close = close or "close" in value.lower()
-            continue
+        kind = _KINDS.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind:
+            if kind == LENGTH:
+                length = value
+            elif kind == CONNECTION:
+                close = close or "close" in value.lower()
+                continue
+            else:
+                chunked = chunked or (kind == CHUNKED_TE and value.lower() == "chunked")
+                continue
         lines.append(f"{name}: {value}\r\n")
     return lines, length, close, chunked
 
