@@ -131,7 +131,7 @@ class HttpServer:
         while self.poller.conns:
             if deadline is not None and time.monotonic() >= deadline:
                 self.poller.closing = True  # the next sweep expires everything that waits on a client
-                gevent.sleep(SWEEP_MAX)
+                gevent.sleep(2 * SWEEP_MAX)
                 break
             gevent.sleep(POLL)
 
