@@ -6,7 +6,7 @@ APP ?= app.wsgi:app
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast run bench chaos clean
+.PHONY: install test test-fast run bench chaos dashboard-screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,3 +36,8 @@ bench: install
 
 chaos: install
 	$(PY) -m loadtest.chaos $(if $(SCENARIO),--scenario $(SCENARIO)) $(if $(COMPOSE),--compose)
+
+# The README's dashboard screenshot (docs/img/dashboard.png), taken by headless Chromium during a
+# crash demo on loopback: two workers SIGKILLed under load, then a rolling restart (~1 min).
+dashboard-screenshot: install
+	$(PY) -m loadtest.dashboard_shot

@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, abort, current_app, request
 
-from .errors import json_error
+from .errors import NotJSON, json_error, strict_loads
 from .store import get_redis
 
 bp = Blueprint("state", __name__)
@@ -35,18 +35,15 @@ def _bad_session_id(session_id):
     return json_error(400, "session id must match [A-Za-z0-9_-]{1,64}")
 
 
-def _reject_constant(name):
-    """Refuse NaN and Infinity, which are not JSON and could not be sent back as JSON."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json_object(data):
     """Return data decoded as a JSON object, or raise ValueError saying why it is not one."""
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
+        value = strict_loads(data)
+    except NotJSON:
+        raise
     except RecursionError:
         raise ValueError("body is nested too deeply") from None
-    except ValueError:
+    except ValueError:  # includes an integer past Python's digit limit
         raise ValueError("body must be valid JSON") from None
     if not isinstance(value, dict):
         raise ValueError("body must be a JSON object")
@@ -74,7 +71,11 @@ def get_session(session_id):
     raw = get_redis().get(SESSION_PREFIX + session_id)
     if raw is None:
         return json_error(404, "session not found")
-    return {"session": json.loads(raw)}
+    try:
+        session = parse_json_object(raw)
+    except ValueError:  # stored before JSON was strict (e.g. an Infinity): never echo it
+        return json_error(500, "the stored session is not valid JSON")
+    return {"session": session}
 
 
 @bp.put("/session/<session_id>")
@@ -88,7 +89,7 @@ def put_session(session_id):
     except ValueError as exc:
         return json_error(400, str(exc))
     key = SESSION_PREFIX + session_id
-    encoded = json.dumps(session, separators=(",", ":"))
+    encoded = json.dumps(session, separators=(",", ":"), allow_nan=False)
     # EXISTS and SET in one MULTI: no other worker can slip in between, so 201 is reported once.
     pipe = get_redis().pipeline(transaction=True)
     pipe.exists(key)

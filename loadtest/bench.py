@@ -27,14 +27,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import fairness, mixed, report, wrk
+from loadtest import capacity, fairness, mixed, report, wrk
 from loadtest.loadgen import LoadGen, kinds
+from loadtest.progress import Progress
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
                               cpu_percent, cpu_seconds, master_available, sample)
 from loadtest.stats import add_derived
 
 ENDPOINTS = ("/", "/work", "/count")
-EXTRAS = ("ceiling", "fairness", "loss", "mixed")   # what --skip may leave out
+EXTRAS = ("ceiling", "fairness", "loss", "mixed", "mixed-keepalive", "capacity")   # what --skip may leave out
+MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,15 @@ class Plan:
     skip: frozenset[str] = frozenset()                      # of EXTRAS
     wrk_threads: int = 1
     wrk_cpus: str | None = None                              # taskset CPU list for wrk, e.g. "12-15"
+    capacity_s: float = 12.0                                 # per capacity timeline (crash, start-up, scale-up)
+    mixed_keepalive_s: float = 8.0                           # the mixed keep-alive profile (wrk)
 
 
 def make_plan(quick: bool, cpus: int, workers: list[int] | None) -> Plan:
     """The full plan, or the quick one that fits in two minutes."""
     if quick:
-        return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5)
+        return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5,
+                    capacity_s=9.0, mixed_keepalive_s=3.0)
     return Plan(False, tuple(workers or range(1, cpus + 1)), 10, 2, 32, 2000, 6.0, 15, 50, True, True, 3.0)
 
 
@@ -125,22 +130,6 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-class Progress:
-    """Numbered progress lines with the elapsed time."""
-
-    def __init__(self, total: int):
-        self.total, self.done, self.t0 = total, 0, time.monotonic()
-
-    def step(self, text: str) -> None:
-        """Print one finished step."""
-        self.done += 1
-        print(f"[{self.done:>3}/{self.total}] {time.monotonic() - self.t0:6.1f}s  {text}", flush=True)
-
-    def note(self, text: str) -> None:
-        """Print a line that is not a step."""
-        print(f"          {time.monotonic() - self.t0:6.1f}s  {text}", flush=True)
-
-
 def measure_ceiling(redis_url: str, seconds: float) -> list[dict]:
     """Flask's in-process requests per core, in a child process with the bench's Redis."""
     cmd = [sys.executable, "-m", "loadtest.ceiling", "--seconds", str(seconds)]
@@ -200,6 +189,50 @@ def measure_loss(srv: Server, seconds: float) -> dict:
             "replaced": replaced}
 
 
+def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
+    """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest."""
+    res = wrk.run(srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus,
+                  script=MIXED_KEEPALIVE_SCRIPT)
+    return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
+            "endpoint": "mixed-keepalive", "connections": 32, "duration_s": plan.mixed_keepalive_s,
+            "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "max_ms": res.get("max_ms"),
+            "over_1s": res.get("over_1s"), "timeouts": res["errors"]["timeout"], "requests": res["requests"],
+            "errors_total": sum(res["errors"].values()) + res["non2xx"]}
+
+
+def mixed_keepalive_line(srv: Server, r: dict) -> str:
+    return (f"{srv.label:<18} N={srv.workers} mixed keep-alive {r['rps'] or 0:,.0f} req/s  p99 {r['p99_ms']} ms  "
+            f"max {r['max_ms']} ms  over 1 s {r['over_1s']}  timeouts {r['timeouts']}")
+
+
+def capacity_line(srv: Server, r: dict) -> str:
+    back = "never" if r["recovered_s"] is None else f"{r['recovered_s']} s"
+    return (f"{srv.label:<18} N={srv.workers} capacity {r['scenario']:<8} back to 0.9 in {back}, top share "
+            f"{r['top_share_after']:.2f}, {r['failures']} failures")
+
+
+def measure_capacity_changes(server: str, policy: str, n: int, redis_url: str, plan: Plan, progress) -> list[dict]:
+    """Start-up under load (N workers), then N-1 scaled up to N (SIGTTIN, which both masters take)."""
+    out = []
+    srv, res = capacity.startup(lambda port: Server(server, policy, n, redis_url, port=port).start(), plan.capacity_s)
+    try:
+        out.append(res)
+        progress.step(capacity_line(srv, res))
+    finally:
+        srv.stop()
+        srv.cleanup()
+    srv = Server(server, policy, n - 1, redis_url).start()
+    try:
+        res = capacity.scale_up(srv, lambda s: s.signal(signal.SIGTTIN), plan.capacity_s)
+        res["workers"] = n
+        out.append(res)
+        progress.step(capacity_line(srv, res))
+    finally:
+        srv.stop()
+        srv.cleanup()
+    return out
+
+
 def servers_to_run(only: list[str] | None) -> tuple[list[tuple[str, str]], list[str]]:
     """(server, policy) pairs to measure and notes on what had to be skipped."""
     pairs, notes = [], []
@@ -227,6 +260,8 @@ def count_steps(pairs, plan: Plan, cpus: int) -> int:
                 steps += len(fairness.MODES) if fair and "fairness" not in plan.skip else 0
                 steps += 1 if fair and "loss" not in plan.skip else 0
                 steps += 1 if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")) else 0
+                steps += 0 if "mixed-keepalive" in plan.skip else 1
+                steps += 0 if "capacity" in plan.skip or n < 2 else 3
     return steps
 
 
@@ -237,12 +272,14 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
     redis = RedisServer().start()
     try:
         if "ceiling" not in plan.skip:
+            progress.start("ceiling: Flask in-process")
             for r in measure_ceiling(redis.url, plan.ceiling_s):
                 runs.append(r)
             progress.step("ceiling " + ", ".join(f"{r['endpoint']} {r['rps_per_core']:,.0f}/core" for r in runs))
         top = max(plan.workers)
         for server, policy in pairs:
             for n in plan.workers:
+                progress.start(f"{server}/{policy} N={n}: starting")
                 try:
                     srv = Server(server, policy, n, redis.url).start()
                 except (RuntimeError, TimeoutError) as exc:
@@ -254,6 +291,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     continue
                 try:
                     for endpoint, close in throughput_runs(plan, n):
+                        progress.start(f"{srv.label} N={n} {endpoint}{' close' if close else ''}")
                         r = measure_throughput(srv, endpoint, plan, close)
                         runs.append(r)
                         progress.step(f"{srv.label:<18} N={n} {endpoint:<6}{' close' if close else '':6} "
@@ -264,26 +302,38 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                         continue
                     if server == "pycluster" or policy == "sync":
                         for mode in () if "fairness" in plan.skip else fairness.MODES:
+                            progress.start(f"{srv.label} N={n} fairness {mode}")
                             f = fairness.measure(srv.port, srv.worker_pids(), mode, plan.fairness_requests,
                                                  max_seconds=30 if not plan.quick else 8)
                             runs.append({"kind": "fairness", "server": server, "policy": policy, "workers": n, **f})
                             progress.step(f"{srv.label:<18} N={n} fairness {mode:<10} {f['per_worker']} "
                                           f"Jain {f['jain']}")
                         if "loss" not in plan.skip:
+                            progress.start(f"{srv.label} N={n} loss on SIGKILL")
                             loss = measure_loss(srv, plan.loss_s)
                             runs.append(loss)
                             progress.step(f"{srv.label:<18} N={n} loss on SIGKILL: {loss['failures']} of "
                                           f"{loss['requests']} failed {loss['by_kind']}")
                     if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")):
+                        progress.start(f"{srv.label} N={n} mixed (locust)")
                         m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s)
                         runs.append({"kind": "mixed", "server": server, "policy": policy, "workers": n,
                                      "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
                         progress.step(f"{srv.label:<18} N={n} mixed (locust) {m['rps'] or 0:,.0f} req/s "
                                       f"p99 {m['p99_ms']} ms, {m['failures']} failures")
+                    if "mixed-keepalive" not in plan.skip:
+                        runs.append(measure_mixed_keepalive(srv, plan))
+                        progress.step(mixed_keepalive_line(srv, runs[-1]))
+                    if "capacity" not in plan.skip and n >= 2:
+                        runs.append(capacity.crash(srv, plan.capacity_s))
+                        progress.step(capacity_line(srv, runs[-1]))
                 finally:
                     srv.stop()
                     srv.cleanup()
+                if n == top and n >= 2 and "capacity" not in plan.skip:
+                    runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
     finally:
+        progress.close()
         redis.stop()
     return runs
 
@@ -402,7 +452,7 @@ def main(argv=None) -> int:
     paths = report.write(runs, meta, Path(args.docs), out=Path(args.out) if args.out else None)
     print(f"wrote {paths['results']}, {paths['markdown']} and {len(paths['plots'])} plots "
           f"in {meta['elapsed_s']:.0f}s", flush=True)
-    for row in report.targets(runs, cpus):
+    for row in report.targets(runs, cpus, paths["previous"]):
         print(f"target {row['policy']:<10} {row['target']}: {row['measured']} -> {'met' if row['met'] else 'MISSED'}")
     for row in meta["engine_goals"]:
         print(f"engine ({meta['engine']}) {row['target']}: {row['measured']} -> {'met' if row['met'] else 'MISSED'}")

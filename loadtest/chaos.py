@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from loadtest import capacity
 from loadtest.loadgen import LoadGen, kinds
+from loadtest.progress import Progress
 from loadtest.servers import HOST, REPO, RedisServer, Server, master_available, wait_http
 from loadtest.timeline import baseline, buckets, plot, recovery_time
 
@@ -137,9 +139,15 @@ def wait_for(predicate, deadline: float, step: float = 0.1) -> float | None:
 
 
 def worker_kill(target, timing: Timing) -> dict:
-    """SIGKILL a random worker every kill_every seconds for kill_for seconds."""
+    """SIGKILL a random worker every kill_every seconds for kill_for seconds.
+
+    Beside the new-connection load, keep-alive clients show capacity per worker: after each kill,
+    the replacement must take its share of them again (the balancing goal), not idle.
+    """
     total = timing.warm + timing.kill_for + timing.tail
     gen = load(target, total)
+    keepalive = LoadGen(getattr(target, "host", HOST), target.port, ["/"], concurrency=KEEPALIVE_CLIENTS,
+                        keepalive=True, duration=total, timeout=2.0).start()
     faults, t = [], timing.warm
     while t < timing.warm + timing.kill_for:
         sleep_until(gen.t0, t)
@@ -150,10 +158,28 @@ def worker_kill(target, timing: Timing) -> dict:
             faults.append({"t": round(time.monotonic() - gen.t0, 2), "what": f"SIGKILL {pid}"})
         t += timing.kill_every
     records = gen.join()
+    kept = keepalive_capacity(keepalive.join(), gen.t0, timing.warm, faults[-1]["t"] if faults else 0.0)
     back = wait_for(lambda: len(target.worker_pids()) >= target.workers, 15)
     return {"records": records, "t0": gen.t0, "faults": faults, "recover_from": [f["t"] for f in faults],
-            "checks": {"workers_back": back is not None},
-            "detail": f"{len(faults)} workers killed; " + ("all replaced" if back is not None else "NOT all replaced")}
+            "checks": {"workers_back": back is not None, "keepalive_capacity_back": kept["recovered_s"] is not None
+                       and kept["recovered_s"] <= capacity.GOAL_WITHIN},
+            "extra": {"keepalive": kept},
+            "detail": f"{len(faults)} workers killed; " + ("all replaced" if back is not None else "NOT all replaced")
+                      + f"; keep-alive capacity back {kept['recovered_s']} s after the last kill"}
+
+
+KEEPALIVE_CLIENTS = 8
+
+
+def keepalive_capacity(records, t0: float, first_fault: float, last_fault: float) -> dict:
+    """The keep-alive clients' timeline per worker, and how soon after the last kill it was whole again
+    (at ≥ 0.9 of the rate before the first kill, no worker above 60%)."""
+    end = max((r.end for r in records), default=t0)
+    points = capacity.buckets(records, t0, end)
+    reference = capacity.rate_between(points, 1.0, first_fault)
+    return {"clients": KEEPALIVE_CLIENTS, "reference_rps": round(reference, 1),
+            "recovered_s": capacity.recovery(points, last_fault, reference),
+            "failures": sum(b["failures"] for b in points), "timeline": points}
 
 
 def worker_hang(target, timing: Timing) -> dict:
@@ -253,6 +279,13 @@ def graceful_shutdown(target, timing: Timing) -> dict:
             "restart": True}
 
 
+def planned_seconds(name: str, timing: Timing) -> float:
+    """About how long a scenario runs, start-up included: the progress line's estimate of time left."""
+    load_s = {"worker-kill": timing.kill_for, "worker-hang": timing.hang_for, "redis-outage": timing.outage,
+              "rolling-restart": 5.0}.get(name, 10.0)
+    return 3.0 + timing.warm + load_s + timing.tail
+
+
 SCENARIOS = {
     "worker-kill": worker_kill,
     "worker-hang": worker_hang,
@@ -322,7 +355,8 @@ def run_scenario(name: str, make_target, timing: Timing, out_dir: Path, meta: di
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
     plot(res["timeline"], res["faults"], f"{name} ({target.name}, {meta['server']} {meta['policy']}, "
-         f"N={meta['workers']}) — {'PASS' if res['passed'] else 'FAIL'}", out_dir / f"{name}.png")
+         f"N={meta['workers']}) — {'PASS' if res['passed'] else 'FAIL'}", out_dir / f"{name}.png",
+         per_worker=res.get("keepalive", {}).get("timeline"))
     return res
 
 
@@ -354,10 +388,13 @@ def main(argv=None) -> int:
         meta = {"server": args.server, "policy": policy, "workers": args.workers}
     meta["quick"] = args.quick
     results = []
-    for name in args.scenario or list(SCENARIOS):
-        res = run_scenario(name, make_target, timing, Path(args.out), meta)
-        print(verdict_line(res), flush=True)
-        results.append(res)
+    names = args.scenario or list(SCENARIOS)
+    with Progress(len(names), [planned_seconds(name, timing) for name in names]) as progress:
+        for name in names:
+            progress.start(name)
+            res = run_scenario(name, make_target, timing, Path(args.out), meta)
+            progress.step(verdict_line(res))
+            results.append(res)
     return 0 if all(r["passed"] for r in results) else 1
 
 

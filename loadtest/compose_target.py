@@ -12,7 +12,7 @@ import time
 
 from loadtest.servers import REPO, wait_http
 
-# Runs inside the app container. Workers are the `python -m master.worker.child` processes; matching
+# Runs inside the app container. Workers retitle themselves `pycluster: worker N (...)`; matching
 # "-m master" instead would also match the init (docker-init -- python -m master ...) and the
 # master itself. Python is the one tool the image is sure to have.
 _LIST_WORKERS = r"""
@@ -20,7 +20,7 @@ import os
 def cmd(p):
     try: return open(f"/proc/{p}/cmdline","rb").read().split(b"\0")
     except OSError: return []
-print(" ".join(p for p in os.listdir("/proc") if p.isdigit() and b"master.worker.child" in cmd(p)))
+print(" ".join(p for p in os.listdir("/proc") if p.isdigit() and b"".join(cmd(p)).startswith(b"pycluster: worker")))
 """
 
 

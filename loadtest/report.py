@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+from loadtest import balance_report
+
 TARGET_WORK_CEILING = 0.97     # /work at N = CPUs, as a share of N × the in-process ceiling
 # The scheduling-policy issue's goals: rr's spread of new connections, its cost against
 # shared (same run, same N), and requests lost when a worker is SIGKILLed under load.
@@ -47,8 +49,8 @@ def ceiling_of(runs: list[dict], endpoint: str) -> float | None:
     return None
 
 
-def targets(runs: list[dict], cpus: int) -> list[dict]:
-    """The issue's targets, one row per pycluster policy and target, with a met/missed verdict."""
+def targets(runs: list[dict], cpus: int, previous: list[dict] | None = None) -> list[dict]:
+    """The issues' targets, one row per pycluster policy and target, with a met/missed verdict."""
     rows = []
     tput = [r for r in of_kind(runs, "throughput") if r["server"] == "pycluster"
             and r["workers"] == cpus and r.get("conn", "keepalive") == "keepalive"]
@@ -66,7 +68,7 @@ def targets(runs: list[dict], cpus: int) -> list[dict]:
                          "target": f"{r['endpoint']} ≥ {TARGET_VS_GUNICORN}× gunicorn best, p99 no worse",
                          "measured": f"{r['vs_gunicorn_best']:.2f}× {r['gunicorn_best']}, p99 ×{fmt(p99_ratio, 2)}",
                          "met": met})
-    return rows + policy_targets(runs, cpus)
+    return rows + policy_targets(runs, cpus) + balance_report.targets(runs, previous)
 
 
 def policy_targets(runs: list[dict], cpus: int) -> list[dict]:
@@ -103,7 +105,8 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "bench/") -> str:
+def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "bench/",
+             previous: list[dict] | None = None) -> str:
     """The whole BENCHMARKS.md text."""
     cpus = meta["cpus"]
     out = [
@@ -121,7 +124,7 @@ def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "be
     ]
     for note in meta.get("notes", []):
         out += ["", f"> {note}"]
-    rows = targets(runs, cpus)
+    rows = targets(runs, cpus, previous)
     out += ["", "## Targets", ""]
     out.append(table(["policy", "target", "measured", "verdict"],
                      [[r["policy"], r["target"], r["measured"], "met" if r["met"] else "**missed**"] for r in rows])
@@ -150,6 +153,8 @@ def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "be
         out.append(table(["server", "N", "users", "req/s", "p50 ms", "p99 ms", "requests", "failures"],
                          [[label(r), r["workers"], r.get("users"), fmt(r["rps"]), fmt(r["p50_ms"]),
                            fmt(r["p99_ms"]), fmt(r["requests"]), fmt(r["failures"])] for r in mixed]))
+
+    out += balance_report.sections(runs, table, fmt)
 
     fair = of_kind(runs, "fairness")
     if fair:
@@ -249,7 +254,7 @@ def plot(runs: list[dict], meta: dict, out_dir: Path) -> list[str]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(str(path))
-    return written
+    return written + balance_report.plots(runs, out_dir, plt)
 
 
 def write(runs: list[dict], meta: dict, docs: Path, with_plots: bool = True, out: Path | None = None) -> dict:
@@ -258,9 +263,18 @@ def write(runs: list[dict], meta: dict, docs: Path, with_plots: bool = True, out
     bench_dir = out or docs / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
     results = bench_dir / "results.json"
+    previous = previous_runs(results)
     results.write_text(json.dumps(runs, indent=1) + "\n")
     (bench_dir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     plots = plot(runs, meta, bench_dir) if with_plots else []
     md = (out or docs) / "BENCHMARKS.md"
-    md.write_text(markdown(runs, meta, plots, plot_dir="" if out else "bench/"))
-    return {"results": str(results), "markdown": str(md), "plots": plots}
+    md.write_text(markdown(runs, meta, plots, plot_dir="" if out else "bench/", previous=previous))
+    return {"results": str(results), "markdown": str(md), "plots": plots, "previous": previous}
+
+
+def previous_runs(results: Path) -> list[dict]:
+    """The runs of the report about to be replaced (the guard compares against them)."""
+    try:
+        return json.loads(results.read_text())
+    except (OSError, ValueError):
+        return []

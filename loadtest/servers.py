@@ -89,6 +89,15 @@ def children(pid: int) -> list[int]:
     return sorted(set(kids))
 
 
+def is_fork_template(pid: int) -> bool:
+    """Whether a child of pycluster's master is its fork template rather than a worker."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"pycluster: fork template" in cmdline or b"master.worker.template" in cmdline
+
+
 def alive(pid: int) -> bool:
     """Whether pid exists and is not a zombie."""
     try:
@@ -247,8 +256,8 @@ class Server:
         raise TimeoutError(f"{self.label}: only {len(self.worker_pids())} of {n} workers after {deadline_s}s")
 
     def worker_pids(self) -> list[int]:
-        """Live children of the master: the workers."""
-        return [p for p in children(self.proc.pid) if alive(p)] if self.proc else []
+        """Live children of the master that are workers (pycluster's fork template is a child too)."""
+        return [p for p in children(self.proc.pid) if alive(p) and not is_fork_template(p)] if self.proc else []
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines the server logged."""

@@ -35,11 +35,13 @@ def parse(output: str) -> dict:
     for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
         if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", output, re.MULTILINE):
             result[key] = round(to_ms(m.group(1)), 3)
+    if m := re.search(r"^MIXED over_1s=(\d+) over_2s=(\d+) max_us=(\d+)", output, re.MULTILINE):
+        result.update(over_1s=int(m.group(1)), over_2s=int(m.group(2)), max_ms=round(int(m.group(3)) / 1000, 1))
     return result
 
 
 def run(url: str, seconds: float, connections: int, threads: int = 1, close: bool = False,
-        cpus: str | None = None) -> dict:
+        cpus: str | None = None, script: str | None = None) -> dict:
     """One bounded wrk run against url, on the CPUs `cpus` (a taskset list) if given; parsed figures plus
     the raw exit code."""
     secs = max(1, round(seconds))
@@ -50,6 +52,8 @@ def run(url: str, seconds: float, connections: int, threads: int = 1, close: boo
     if close:
         # wrk reconnects after every response the server closes: one new connection per request.
         cmd += ["-H", "Connection: close"]
+    if script:
+        cmd += ["-s", script]
     proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=secs + 30)
     result = parse(proc.stdout)
     result["returncode"] = proc.returncode

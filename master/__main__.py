@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from . import __version__
+from .core.exitcodes import MASTER_CONFIG_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(argv)
     except ConfigError as exc:
         print(f"pycluster: error: {exc}", file=sys.stderr)
-        return 2
+        return MASTER_CONFIG_ERROR
     from .supervisor.main import run
 
     return run(config)

@@ -51,6 +51,16 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def is_fork_template(pid: int) -> bool:
+    """Whether a child of the master is its fork template (master/worker/template.py), not a worker."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"pycluster: fork template" in cmdline or b"master.worker.template" in cmdline
+
+
 def alive(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie."""
     try:
@@ -114,10 +124,10 @@ class Master:
         return self.log_path.read_text(errors="replace")
 
     def workers(self) -> list[int]:
-        """The worker pids right now."""
+        """The worker pids right now (the fork template is a child too, but not a worker)."""
         pids = children(self.pid)
         self.known_pids.update(pids)
-        return pids
+        return [pid for pid in pids if not is_fork_template(pid)]
 
     def status(self) -> dict[str, Any]:
         """`ctl status --json`, parsed."""

@@ -9,4 +9,4 @@ MASTER_OK = 0
 MASTER_CONFIG_ERROR = 2  # a flag or environment value is invalid
 MASTER_CANNOT_LISTEN = 3  # the address is in use or not permitted
 MASTER_APP_LOAD_ERROR = 4  # no worker could load the app at start-up
-MASTER_NO_REDIS = 6  # the embedded Redis could not start
+MASTER_CONTROL_SOCKET_ERROR = 7  # the control socket's path is held by someone else or unsafe

@@ -11,7 +11,10 @@ import sys
 from typing import Any, Callable
 
 from .. import scheduling
+from ..scheduling.rebalance import Rebalancer
 from ..core import ipc
+from ..core.board import ENV as BOARD_ENV
+from ..core.board import Board
 from ..core.events import EventEmitter
 from ..core.loop import EventLoop
 from ..core.net import close_fd, parse_bind
@@ -62,6 +65,9 @@ class Primary(EventEmitter):
         self._shutdown_count = 0
         self._stop_requested = False
         self._disconnect_callbacks: list[Callable[[], None]] = []
+        self.rebalancer = Rebalancer(self.loop, self.listening_workers)
+        self.other_children: dict[int, Callable[[], Any]] = {}  # pid -> its poll(): e.g. the fork template
+        self.adopts_orphans = False  # a child subreaper: reap what is reparented to us
 
     # -- configuration ------------------------------------------------------------------
     @property
@@ -122,23 +128,30 @@ class Primary(EventEmitter):
         worker_id = self._next_id
         self._next_id += 1
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        board = Board.create()
         try:
-            process = self._popen(
-                [sys.executable, "-m", WORKER_MODULE],
-                env=self._child_env(worker_id, child_sock.fileno(), env),
-                pass_fds=(child_sock.fileno(),),
-                close_fds=True,
-            )
+            child_env = self._child_env(worker_id, child_sock.fileno(), env)
+            child_env[BOARD_ENV] = str(board.fd)
+            process = self._popen([sys.executable, "-m", WORKER_MODULE], env=child_env,
+                                  pass_fds=(child_sock.fileno(), board.fd), close_fds=True)
         except BaseException:
             parent_sock.close()
+            board.close()
             raise
         finally:
             child_sock.close()
-        worker = Worker(worker_id, process, parent_sock, self.loop, self)
+        worker = Worker(worker_id, process, parent_sock, self.loop, self, board)
         self.workers[worker_id] = worker
         # Node emits 'fork' on the next tick, so handlers added right after fork() see it.
         self.loop.call_soon(self.emit, "fork", worker)
         return worker
+
+    def template_env(self) -> dict[str, str]:
+        """The environment of a fork template for the app: a worker's, without what is per worker."""
+        env = self._child_env(0, -1, None)
+        for key in ("PYCLUSTER_CHANNEL_FD", "PYCLUSTER_WORKER_ID"):
+            env.pop(key, None)
+        return env
 
     def _child_env(self, worker_id: int, channel_fd: int, env: dict[str, Any] | None) -> dict[str, str]:
         child_env = dict(os.environ)
@@ -210,6 +223,7 @@ class Primary(EventEmitter):
     def _on_listening(self, worker: Worker, message: dict[str, Any]) -> None:
         worker.state = LISTENING
         worker.ever_listened = True
+        self.rebalancer.start()
         address = {"address": message.get("address"), "port": message.get("port"),
                    "addressType": 6 if ":" in str(message.get("address")) else 4}
         worker.emit("listening", address)
@@ -235,6 +249,10 @@ class Primary(EventEmitter):
         "exiting": _on_exiting,
         "bootError": _on_boot_error,
     }
+
+    def listening_workers(self) -> list[Worker]:
+        """Workers serving now: listening, and not on their way out."""
+        return [w for w in self.workers.values() if w.state == LISTENING and not w.exited_after_disconnect]
 
     # -- worker lifecycle ------------------------------------------------------------------
     def _worker_disconnecting(self, worker: Worker) -> None:
@@ -266,6 +284,7 @@ class Primary(EventEmitter):
         self._forget(worker)
         worker.emit("exit", code, signame)
         self.emit("exit", worker, code, signame)
+        worker.board.close()
         self._check_all_disconnected()
 
     def _forget(self, worker: Worker) -> None:
@@ -284,17 +303,24 @@ class Primary(EventEmitter):
                 returncode = worker.process.poll()
                 if returncode is not None:
                     self._worker_exited(worker, returncode)
-        if os.getpid() == 1:
+        for poll in list(self.other_children.values()):
+            poll()
+        if self.adopts_orphans or os.getpid() == 1:
             self._reap_orphans()
 
     def _reap_orphans(self) -> None:
-        # As PID 1 (a container without an init) we inherit every orphan: reap them too.
+        """Reap exited children that are neither workers nor known to us (PID 1, or a subreaper)."""
+        known = {w.pid for w in self.workers.values()} | set(self.other_children)
         while True:
-            try:
-                pid, _status = os.waitpid(-1, os.WNOHANG)
+            try:  # look without reaping: a known child's owner must read its status itself
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid in known:
+                return  # nothing exited, or the next exited child is ours to poll next turn
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
                 return
 
     # -- cluster-wide operations -----------------------------------------------------------

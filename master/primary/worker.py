@@ -42,11 +42,12 @@ class Worker(EventEmitter):
         "kill_reason",
         # the supervisor's plan for it (master/supervisor): where it serves and what replaces it
         "slot", "generation", "request_limit", "retire_reason", "replaces", "replaced_by", "replace_reason",
-        # plumbing
-        "channel", "_seq", "_pending", "_primary",
+        # plumbing: the IPC channel, and the load board the worker writes its figures to
+        "channel", "board", "_seq", "_pending", "_primary",
     )
 
-    def __init__(self, worker_id: int, process: Any, channel_sock: Any, loop: Any, primary: Any) -> None:
+    def __init__(self, worker_id: int, process: Any, channel_sock: Any, loop: Any, primary: Any,
+                 board: Any = None) -> None:
         super().__init__()
         self.id = worker_id
         self.process = process
@@ -71,6 +72,7 @@ class Worker(EventEmitter):
         self._seq = itertools.count(1)
         self._pending: dict[int, Callable[[dict[str, Any] | None], None]] = {}
         self._primary = primary
+        self.board = board  # master/core/board.py: this worker's live figures
         self.channel = ipc.Channel(channel_sock, loop, self._on_frame, self._channel_closed)
 
     # -- Node's API -------------------------------------------------------------------

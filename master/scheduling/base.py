@@ -7,6 +7,7 @@ from typing import Any, Callable
 from ..core.net import bind_socket
 
 Reply = Callable[..., None]  # reply(fds=None, **fields) answers the worker's queryServer
+STARTUP_WAIT = 1.0  # at start-up, wait this long at most for the first workers to be admitted together
 
 
 class Handle:
@@ -26,12 +27,37 @@ class Handle:
         self.backlog = backlog
         self.persistent = persistent
         self.workers: dict[int, Any] = {}
+        self.expected = 0  # start-up: workers to admit together (expect())
+        self.held: list[Callable[[], None]] = []  # their admissions, held until then
         self.sock = self.open(host, port)
         self.port = self.sock.getsockname()[1]
 
     def open(self, host: str, port: int) -> socket.socket:
         """Create this policy's socket."""
         return bind_socket(host, port, backlog=self.backlog)
+
+    def expect(self, workers: int) -> None:
+        """At start-up, `workers` are about to join: admit them together (up to STARTUP_WAIT after the
+        first asks), so the first to listen does not take every connection while the others boot.
+        Here that holds back the answers that let workers listen; rr holds connections instead."""
+        self.expected = workers
+
+    def admit_together(self, admit: Callable[[], None]) -> None:
+        """Run `admit()` now, or once the expected workers have all asked (or STARTUP_WAIT passed)."""
+        if not self.expected:
+            admit()
+            return
+        if not self.held:
+            self.loop.call_later(STARTUP_WAIT, self._admit_held)
+        self.held.append(admit)
+        if len(self.held) >= self.expected:
+            self._admit_held()
+
+    def _admit_held(self) -> None:
+        self.expected = 0
+        held, self.held = self.held, []
+        for admit in held:
+            admit()
 
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit `worker`; answer its queryServer through `reply`."""

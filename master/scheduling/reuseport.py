@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 from ..core.net import bind_socket
-from .base import Handle
+from .base import Handle, Reply
 
 log = logging.getLogger("master.scheduling")
 MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
@@ -46,6 +47,11 @@ class ReusePortHandle(Handle):
     """Tells each worker to bind its own SO_REUSEPORT socket on the reserved port."""
 
     policy = "reuseport"
+
+    def add(self, worker: Any, reply: Reply) -> None:
+        """Tell the worker to bind its own socket (at start-up, all of them together)."""
+        self.workers[worker.id] = worker
+        self.admit_together(lambda: reply(ok=True, policy=self.policy, port=self.port))
 
     def open(self, host: str, port: int) -> socket.socket:
         """Set the sysctl, then reserve the port without listening."""

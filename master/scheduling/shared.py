@@ -12,6 +12,7 @@ class SharedHandle(Handle):
     policy = "shared"
 
     def add(self, worker: Any, reply: Reply) -> None:
-        """Send the worker a duplicate of the listening socket."""
+        """Send the worker a duplicate of the listening socket (at start-up, to all of them together)."""
         self.workers[worker.id] = worker
-        reply(fds=[self.sock.fileno()], ok=True, policy=self.policy, port=self.port)
+        self.admit_together(lambda: self.sock.fileno() >= 0 and reply(fds=[self.sock.fileno()], ok=True,
+                                                                       policy=self.policy, port=self.port))

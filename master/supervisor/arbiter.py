@@ -11,21 +11,25 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import time
 from collections import Counter, deque
 from typing import Any, Callable
 
+from ..core import board as fields
 from ..core import cpu_class
 from ..core.exitcodes import MASTER_APP_LOAD_ERROR, MASTER_CANNOT_LISTEN, MASTER_OK
 from ..core.net import ListenError, parse_bind
 from ..core.procstats import cpu_seconds, rss_bytes
 from ..primary.primary import Primary
+from ..primary.template import TemplateStarter
 from ..primary.worker import LISTENING, Worker, signal_number
 from . import lifecycle
 from .backoff import Backoff
 from .commands import CommandError, validate
 from .config import Config
 from .rolling import RollingRestart
+from .templates import TemplateKeeper
 from .watchdog import Watchdog
 
 log = logging.getLogger("master.arbiter")
@@ -41,6 +45,14 @@ SIGNAL_COMMANDS = {
 }
 
 
+class StartupRefused(Exception):
+    """Raised by a start-up hook that makes running unsafe; the master exits with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class Arbiter:
     """Supervises the workers of one app on one address.
 
@@ -51,7 +63,9 @@ class Arbiter:
 
     def __init__(self, config: Config, *, primary: Any = None, env: dict[str, str] | None = None) -> None:
         self.cfg = config
-        self.primary = primary or Primary()
+        starter = TemplateStarter() if config.fork_template and primary is None else None
+        self.primary = primary or Primary(popen=starter or subprocess.Popen)
+        self.templates = TemplateKeeper(self.primary, starter) if starter else None
         self.loop = self.primary.loop
         self.env = {**(env or {}), **config.worker_settings().to_env()}
         self.target = config.workers
@@ -96,7 +110,9 @@ class Arbiter:
         self.primary.scheduling_policy = self.cfg.policy
         try:
             self.handle = self.primary.listen(self.cfg.bind, backlog=self.cfg.backlog)
-            self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads it; others ignore it
+            self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads these; others ignore them
+            self.handle.keepalive_timeout = self.cfg.keepalive_timeout
+            self.handle.expect(self.target)
         except ListenError as exc:
             log.error("%s", exc.strerror)
             self.exit_code = MASTER_CANNOT_LISTEN
@@ -109,22 +125,40 @@ class Arbiter:
         for signum, (name, kwargs) in SIGNAL_COMMANDS.items():
             self.loop.add_signal_handler(signum, lambda _s, n=name, k=kwargs: self.command(n, **k))
         for startup in self._startups:
-            startup()
-        log.info("Forking %d workers...", self.target)
+            try:
+                startup()
+            except StartupRefused as exc:
+                log.error("%s: not starting", exc)
+                self.exit_code = exc.exit_code
+                self.primary.close_handles()
+                return False
         self.state = "running"
-        self.manage_workers()
+        if self.templates is not None:
+            self.templates.start(self._first_generation_loaded)
+        else:
+            self._first_generation_loaded(None)
         self.watchdog.start()
         return True
 
+    def _first_generation_loaded(self, error: str | None) -> None:
+        """The fork template has loaded the app (or there is none): fork the workers; halt if it cannot."""
+        if error:
+            log.error("%s: halting", error)
+            self.exit_code = MASTER_APP_LOAD_ERROR
+            self.stop_now()
+            return
+        log.info("Forking %d workers...", self.target)
+        self.manage_workers()
+
     def add_startup(self, start: Callable[[], None]) -> None:
-        """Run `start()` once the listener is open (control socket, metrics)."""
+        """Run `start()` once the listener is open (control socket, metrics); it may raise StartupRefused."""
         self._startups.append(start)
 
     def _finished(self) -> bool:
         return self.state == "stopped"
 
     # -- the command path shared by signals and the control socket -----------------------
-    def command(self, name: str, **kwargs: Any) -> dict[str, Any]:
+    def command(self, name: str, /, **kwargs: Any) -> dict[str, Any]:
         """Validate and run one command; returns a JSON-able result ({"ok": bool, ...}).
 
         Nothing a client sends can stop the master: a bad argument is an error reply, and
@@ -159,7 +193,21 @@ class Arbiter:
         if self.rolling.running:
             return {"ok": False, "error": "a rolling restart is already running"}
         self.generation += 1
-        return {"ok": True, "replacing": self.rolling.start(self.serving_workers(), self.generation)}
+        workers = self.serving_workers()
+        self.rolling.status = {"state": "running", "generation": self.generation, "total": len(workers),
+                               "replaced": 0, "started": time.time(), "phase": "loading the new code"}
+        if self.templates is None:
+            self.rolling.start(workers, self.generation)
+        else:
+            self.templates.renew(lambda error: self._new_code_loaded(error, workers))
+        return {"ok": True, "replacing": len(workers)}
+
+    def _new_code_loaded(self, error: str | None, workers: list[Worker]) -> None:
+        if error:
+            log.error("New code cannot be loaded (%s): rolling restart stopped, the workers keep serving", error)
+            self.rolling.failed(error)
+        elif self.state == "running":
+            self.rolling.start([w for w in workers if not w.is_dead()], self.generation)
 
     def command_scale(self, workers: int | None = None, delta: int | None = None) -> dict[str, Any]:
         """Set the worker count (or change it by `delta`); scaling down drains the oldest."""
@@ -252,6 +300,8 @@ class Arbiter:
         log.info("Worker %s is online", worker.pid)
 
     def _on_listening(self, worker: Worker, _address: dict[str, Any]) -> None:
+        log.info("Worker %s is listening (%.2f s after it was started)", worker.pid,
+                 self.loop.clock() - worker.started_monotonic)
         self.ever_listening = True
         previous = worker.replaces
         if previous is not None and not previous.is_dead():
@@ -274,7 +324,7 @@ class Arbiter:
             self.replace_worker(worker, "max-memory")
 
     def _on_exit(self, worker: Worker, code: int | None, signame: str | None) -> None:
-        self.retired_requests += int(worker.stats.get("requests", 0))
+        self.retired_requests += served(worker)
         verdict, reason = lifecycle.classify_exit(self.exit_facts(worker, code, signame))
         self.events.append({"ts": time.time(), "worker": worker.id, "pid": worker.pid,
                             "exit": lifecycle.describe_exit(code, signame), "verdict": verdict,
@@ -403,6 +453,8 @@ class Arbiter:
         for timer in self.spawn_timers.values():
             timer.cancel()
         self.spawn_timers.clear()
+        if self.templates is not None:
+            self.templates.stop()
 
     def _stopped(self) -> None:
         self.state = "stopped"
@@ -423,22 +475,47 @@ class Arbiter:
                 "restarts": dict(self.restarts),
                 "requests_total": self.retired_requests + sum(w["requests"] for w in workers),
                 "reload": dict(self.rolling.status), "recent_exits": list(self.events)[-10:],
+                "fork_template": self.templates.figures() if self.templates else None,
+                # rr: idle keep-alive connections the master holds between requests
+                "parked": len(self.handle.parking) if getattr(self.handle, "parking", None) is not None else 0,
             },
             "workers": workers,
         }
 
     def _worker_figures(self, worker: Worker) -> dict[str, Any]:
-        stats = worker.stats
+        stats, board = worker.stats, worker.board
+        live = _board_is_live(worker)
         return {
             "id": worker.id, "pid": worker.pid, "state": worker.state, "slot": worker.slot,
-            "generation": worker.generation, "requests": int(stats.get("requests", 0)),
-            "in_flight": int(stats.get("in_flight", 0)), "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
+            "generation": worker.generation,
+            "requests": served(worker),
+            "in_flight": board[fields.IN_FLIGHT] if live else int(stats.get("in_flight", 0)),
+            "rss": int(stats.get("rss", 0)) or rss_bytes(worker.pid),
             "uptime": round(self.loop.clock() - worker.started_monotonic, 1),
             "restarts": self.slot_restarts.get(worker.slot, 0),
             "draining": bool(worker.retire_reason or worker.exited_after_disconnect),
+            "connections": board[fields.CONNECTIONS] if live else 0,
+            "shed": board[fields.SHED_DONE] if live else 0,
         }
 
     def ready(self) -> bool:
         """Whether this master should receive traffic: running, with a worker listening."""
         return self.state == "running" and any(
             w.state == LISTENING and not w.exited_after_disconnect for w in self.primary.workers.values())
+
+
+def _board_is_live(worker: Worker) -> bool:
+    """Whether the worker keeps its figures on its board (a real worker does from its first heartbeat).
+
+    The board is read where it is: a heartbeat is up to a second old, and none comes while the
+    worker's loop is blocked; the last heartbeat's figures stand in otherwise.
+    """
+    board = worker.board
+    return board is not None and not board.closed and board[fields.HEARTBEATS] > 0
+
+
+def served(worker: Worker) -> int:
+    """Requests the worker has served: live from its board, else as its last heartbeat said."""
+    if _board_is_live(worker):
+        return max(worker.board[fields.SERVED], int(worker.stats.get("requests", 0)))
+    return int(worker.stats.get("requests", 0))

@@ -130,6 +130,19 @@ def _address_or_none(flag: str, raw: str) -> str | None:
     return None if raw.strip().lower() in ("none", "off", "") else _address(flag, raw)
 
 
+def _peers(flag: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """'app:9100' or 'a:9100,b:9100' -> ((host, port), ...); each host may resolve to many replicas."""
+    peers = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(f"invalid {flag} {item!r}: expected HOST:PORT of the replicas' metrics endpoint, "
+                              "e.g. app:9100")
+        peers.append((host, int(port)))
+    return tuple(dict.fromkeys(peers))
+
+
 # (flag, env twin, parser, default, help). The default is the raw text the parser reads.
 OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--workers", "WORKERS", _count, None, "number of worker processes (default: CPUs available to the process)"),
@@ -143,10 +156,13 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--max-requests-jitter", "MAX_REQUESTS_JITTER", _count, "0",
      "random extra requests per worker, so they do not recycle together"),
     ("--max-memory", "MAX_MEMORY", lambda flag, raw: parse_size(raw, flag), "0", "recycle a worker whose RSS exceeds this, e.g. 512M (0: off)"),
-    ("--control-socket", "CONTROL_SOCKET", _text, "", "control socket path (default: a private directory, "
-     "per user and port)"),
+    ("--control-socket", "CONTROL_SOCKET", _text, "", "control socket path, in a directory only you can write, "
+     "or 'none' (default: a private directory, per user and port)"),
     ("--metrics-bind", "METRICS_BIND", _address_or_none, "127.0.0.1:9100",
-     "HOST:PORT for Prometheus metrics and /ready, or 'none'"),
+     "HOST:PORT for Prometheus metrics, /ready and the dashboard, or 'none'"),
+    ("--dashboard-peers", "DASHBOARD_PEERS", _peers, "",
+     "HOST:PORT[,...] whose DNS records are every replica's metrics endpoint: the dashboard then "
+     "shows them all (/cluster.json); empty: off"),
     ("--backlog", "BACKLOG", _count, "2048", "listen backlog"),
     ("--access-log", "ACCESS_LOG", parse_switch, "0", "log every request from the workers (1/0)"),
     ("--retry-idempotent", "RETRY_IDEMPOTENT", parse_switch, "1",
@@ -154,6 +170,8 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--batch-scheduling", "BATCH_SCHEDULING", parse_switch, "1",
      "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
     ("--engine", "ENGINE", _choice(*ENGINES), "pywsgi", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
+    ("--fork-template", "FORK_TEMPLATE", parse_switch, "1",
+     "fork workers from a process that has imported the app (made anew on every reload), not fresh interpreters (1/0)"),
     ("--header-timeout", "HEADER_TIMEOUT", _seconds, "10", "seconds to receive a request head (0: no limit)"),
     ("--body-timeout", "BODY_TIMEOUT", _seconds, "10", "seconds a request body may stall (0: no limit)"),
     ("--keepalive-timeout", "KEEPALIVE_TIMEOUT", _seconds, "5",
@@ -190,11 +208,13 @@ class Config:
     max_memory: int = 0
     control_socket: str = ""
     metrics_bind: str | None = "127.0.0.1:9100"
+    dashboard_peers: tuple[tuple[str, int], ...] = ()
     backlog: int = 2048
     access_log: bool = False
     retry_idempotent: bool = True
     batch_scheduling: bool = True
     engine: str = "pywsgi"
+    fork_template: bool = True
     header_timeout: float = 10.0
     body_timeout: float = 10.0
     keepalive_timeout: float = 5.0

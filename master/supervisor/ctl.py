@@ -8,7 +8,8 @@ import socket
 import sys
 from typing import Any
 
-from .socket_path import default_control_socket
+from .socket_path import default_control_socket, owner_name, peer_credentials
+from .top import top_main
 
 
 class CtlError(Exception):
@@ -21,6 +22,7 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
     sock.settimeout(timeout)
     try:
         sock.connect(path)
+        check_server(sock, path)  # before a single byte of the request leaves
         sock.sendall(json.dumps(payload).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -46,6 +48,19 @@ def request(path: str, payload: dict[str, Any], timeout: float = 10.0) -> dict[s
         raise CtlError("the master sent an unreadable reply") from None
 
 
+def check_server(sock: socket.socket, path: str) -> None:
+    """Refuse a server that is neither our own user nor root: whoever holds the path could be anyone."""
+    try:
+        pid, uid, _gid = peer_credentials(sock)
+    except OSError as exc:
+        raise CtlError(f"cannot tell who serves {path} (SO_PEERCRED: {exc.strerror}): refusing to talk to it") from None
+    if uid not in (os.getuid(), 0):
+        trusted = "root" if os.getuid() == 0 else f"you ({owner_name(os.getuid())}) or root"
+        raise CtlError(f"refusing to talk to {path}: it is served by pid {pid} of {owner_name(uid)}, not by "
+                       f"{trusted}, so it may not be a master at all (to control another user's master, "
+                       "run ctl as that user)")
+
+
 def _ctl_parser() -> argparse.ArgumentParser:
     class Parser(argparse.ArgumentParser):
         def error(self, message: str) -> None:
@@ -66,6 +81,11 @@ def _ctl_parser() -> argparse.ArgumentParser:
     broadcast = commands.add_parser("broadcast", help="send a JSON message to every worker")
     broadcast.add_argument("message", help="a JSON value, e.g. '{\"cmd\": \"ping\"}'")
     commands.add_parser("stop", help="graceful shutdown (like SIGTERM)")
+    top = commands.add_parser("top", help="live view of the workers, refreshed in place (q or Ctrl-C quits)")
+    top.add_argument("--url", help="the master's dashboard endpoint (default: http:// + METRICS_BIND, "
+                                   "else http://127.0.0.1:9100)")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one screen as text and exit")
     return parser
 
 
@@ -109,6 +129,8 @@ def ctl_main(argv: list[str]) -> int:
     """`pycluster ctl ...`; returns the exit status."""
     try:
         args = _ctl_parser().parse_args(argv)
+        if args.command == "top":  # reads the dashboard's JSON, not the control socket
+            return top_main(args.url, args.interval, args.once)
         path = args.socket or _default_socket()
         payload: dict[str, Any] = {"cmd": args.command}
         if args.command == "scale":

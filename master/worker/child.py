@@ -18,6 +18,8 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 
+from setproctitle import setproctitle  # noqa: E402
+
 from master.core import cpu_class  # noqa: E402
 from master.core.exitcodes import WORKER_APP_LOAD_ERROR, WORKER_LISTEN_ERROR  # noqa: E402
 from master.core.net import ListenError  # noqa: E402
@@ -25,6 +27,14 @@ from master.core.settings import WorkerSettings  # noqa: E402
 from master.worker.app_loader import AppLoadError, AppSpecError, load_app  # noqa: E402
 
 PR_SET_PDEATHSIG = 1
+TITLE = "pycluster: worker"  # what ps shows for every worker, forked from the template or not
+
+
+def set_title(env=None) -> None:
+    """`pycluster: worker 3 (app.wsgi:app)` in ps, instead of the interpreter's command line."""
+    env = os.environ if env is None else env
+    what = env.get("PYCLUSTER_APP") or os.path.basename(env.get("PYCLUSTER_EXEC", ""))
+    setproctitle(f"{TITLE} {env.get('PYCLUSTER_WORKER_ID', '?')} ({what})")
 
 
 def die_with_primary() -> None:
@@ -51,19 +61,36 @@ def boot_failed(reason: str) -> None:
 
 def run_app(spec: str, bind: str) -> int:
     """Serve the supervisor's app until disconnected."""
-    from master import cluster
-
     sys.path.insert(0, os.getcwd())
     try:
         app = load_app(spec)
     except (AppLoadError, AppSpecError) as exc:
         boot_failed(str(exc))
+    return serve_app(app, bind)
+
+
+def serve_app(app, bind: str) -> int:
+    """Serve an app already loaded until disconnected; the exit status."""
+    from master import cluster
+
     try:
         cluster.serve(app, bind=bind, access_log=WorkerSettings.from_env().access_log)
     except ListenError as exc:
         print(f"[worker {cluster.worker.id}] {exc.strerror}", file=sys.stderr, flush=True)
         return WORKER_LISTEN_ERROR
     return 0
+
+
+def serve_loaded(app, bind: str) -> int:
+    """A worker forked from the template (master/worker/template.py): serve `app`, flush, the exit status."""
+    try:
+        code = serve_app(app, bind)
+    except BaseException:  # noqa: BLE001 - as run(): show why, exit 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code
 
 
 def run_script(path: str, args: list[str]) -> int:
@@ -95,8 +122,9 @@ def run() -> int:
         return 1
 
 
-def main() -> None:
-    """Bootstrap one worker and exit with its status."""
+def bootstrap() -> None:
+    """What every worker does first: tie its life to the primary's, set up signals, start its runtime."""
+    set_title()
     die_with_primary()
     cpu_class.restore_in_child()  # before any thread starts: threads inherit it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the primary decides what Ctrl-C means
@@ -108,6 +136,11 @@ def main() -> None:
     runtime = WorkerRuntime.from_environment()
     cluster._attach_worker(runtime)
     runtime.start()
+
+
+def main() -> None:
+    """Bootstrap one worker and exit with its status."""
+    bootstrap()
     code = run()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -16,6 +16,7 @@ Two things differ from a connection the worker accepted itself:
 from __future__ import annotations
 
 import _socket
+import os
 import socket
 from typing import Any
 
@@ -71,6 +72,12 @@ class RetryableSocket(socket.socket):
         """Shut the connection down, then close the descriptor."""
         _shut_down(self)
         super().close()
+
+    def release(self) -> None:
+        """Close our descriptor only, leaving the connection up: it was handed back to the primary."""
+        fd = self.detach()
+        if fd >= 0:
+            os.close(fd)
 
     # -- reading ----------------------------------------------------------------------------
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:

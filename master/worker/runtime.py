@@ -18,7 +18,9 @@ from typing import Any
 import gevent
 import gevent.event
 
+from ..core import board as fields
 from ..core import ipc
+from ..core.board import Board
 from ..core.events import EventEmitter
 from ..core.net import close_fd
 from ..core.procstats import rss_bytes
@@ -39,12 +41,11 @@ class WorkerRuntime(EventEmitter):
         super().__init__()
         self.id = worker_id
         self.settings = settings or WorkerSettings()
-        self.balancer = Balancer()  # asked at every keep-alive request boundary (balance.py)
+        self.board = _attach_board()  # live figures the primary reads (master/core/board.py)
+        self.balancer = Balancer(self.board)  # asked at every keep-alive request boundary (balance.py)
         self.master_pid = master_pid
         self.sock = socket.socket(fileno=channel_fd)
         self.started = time.monotonic()
-        self.requests = 0
-        self.in_flight = 0
         self.servers: list[Any] = []
         self.draining = False
         self.connected = True
@@ -66,6 +67,45 @@ class WorkerRuntime(EventEmitter):
     def pid(self) -> int:
         """This worker's pid."""
         return os.getpid()
+
+    # -- live figures, kept on the board so the primary sees them as they change -----------
+    @property
+    def in_flight(self) -> int:
+        """Requests being served now."""
+        return self.board.cells[fields.IN_FLIGHT]
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        cells = self.board.cells
+        if value and not cells[fields.IN_FLIGHT]:
+            cells[fields.BUSY_SINCE_NS] = fields.now_ns()
+        elif not value:
+            cells[fields.BUSY_SINCE_NS] = 0
+        cells[fields.IN_FLIGHT] = value
+
+    @property
+    def requests(self) -> int:
+        """Requests served so far."""
+        return self.board.cells[fields.SERVED]
+
+    @requests.setter
+    def requests(self, value: int) -> None:
+        cells = self.board.cells
+        cells[fields.SERVED] = value
+        cells[fields.PROGRESS] += 1
+
+    def made_progress(self) -> None:
+        """Something got done (a lane read, a request finished): the primary tells a stall by its absence."""
+        self.board.cells[fields.PROGRESS] += 1
+
+    @property
+    def connections(self) -> int:
+        """Connections open now."""
+        return self.board.cells[fields.CONNECTIONS]
+
+    @connections.setter
+    def connections(self, value: int) -> None:
+        self.board.cells[fields.CONNECTIONS] = value
 
     def start(self) -> None:
         """Start reading the channel and heartbeating; tell the primary we are online."""
@@ -212,9 +252,19 @@ class WorkerRuntime(EventEmitter):
 
     def _heartbeat_loop(self) -> None:
         while self.connected:
+            self.board.cells[fields.HEARTBEATS] += 1
             if not self.notify("heartbeat", **self.stats()):
                 return
             gevent.sleep(self.settings.heartbeat_interval)
+
+
+def _attach_board() -> Board:
+    """The board the primary made for this worker, or a private one (a worker started another way)."""
+    fd = os.environ.pop(fields.ENV, None)
+    try:
+        return Board(int(fd)) if fd else Board.create()
+    except (OSError, ValueError):
+        return Board.create()
 
 
 def _exit_now() -> None:

@@ -58,7 +58,8 @@ for entry in os.listdir("/proc"):
 def is_master(argv):
     return "-m" in argv and "master" in argv and "ctl" not in argv
 masters = [pid for pid, (_, argv) in procs.items() if is_master(argv)]
-workers = [pid for pid, (ppid, argv) in procs.items() if "master.worker.child" in argv and ppid in masters]
+# Workers retitle themselves `pycluster: worker N (...)` (the fork template is `pycluster: fork template`).
+workers = [pid for pid, (ppid, argv) in procs.items() if " ".join(argv).startswith("pycluster: worker") and ppid in masters]
 def cpu_ticks(pid):
     fields = open("/proc/%s/stat" % pid, "rb").read().rsplit(b")", 1)[1].split()
     return int(fields[11]) + int(fields[12])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -108,3 +107,29 @@ def test_serves_a_users_app_with_two_workers(installed, tmp_path, spec, module, 
         master.wait(timeout=20)
         log.close()
     assert master.returncode == 0, (tmp_path / "master.log").read_text()
+
+
+def test_the_installed_master_serves_its_dashboard_with_the_vendored_chart_library(installed, tmp_path):
+    (tmp_path / "myapp.py").write_text(PLAIN_APP)
+    port, metrics = free_port(), free_port()
+    log = (tmp_path / "master.log").open("wb")
+    master = subprocess.Popen([str(installed / "bin" / "pycluster"), "myapp:app", "--workers", "1", "--bind",
+                               f"127.0.0.1:{port}", "--metrics-bind", f"127.0.0.1:{metrics}",
+                               "--control-socket", str(tmp_path / "ctl.sock")],
+                              cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{metrics}"
+    try:
+        def page():
+            try:
+                return requests.get(base + "/", timeout=2)
+            except requests.RequestException:
+                return None
+        assert "dashboard/uPlot.iife.min.js" in wait_for(page, timeout=60, what="the dashboard page").text
+        library = requests.get(base + "/dashboard/uPlot.iife.min.js", timeout=5)
+        assert library.status_code == 200 and library.text.startswith("/*! https://github.com/leeoniya/uPlot")
+        assert "MIT License" in requests.get(base + "/dashboard/uPlot.LICENSE", timeout=5).text
+        assert requests.get(base + "/dashboard/app.js", timeout=5).status_code == 200
+    finally:
+        master.terminate()
+        master.wait(timeout=20)
+        log.close()

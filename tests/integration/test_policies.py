@@ -138,7 +138,9 @@ def test_reuseport_without_permission_warns_and_still_serves(tmp_path):
     run_dir.mkdir()
     os.chmod(tmp_path, 0o755)
     os.chmod(run_dir, 0o777)
-    m = Master(run_dir, "apps.hello:app", 2, "--policy", "reuseport")
+    # No control socket: nobody could not reach one under root's pytest directory (0700),
+    # and a master refuses a control socket it cannot make safely.
+    m = Master(run_dir, "apps.hello:app", 2, "--policy", "reuseport", env={"CONTROL_SOCKET": "none"})
     wrapped = as_nobody(m.argv, extra_path=[str(ROOT / "tests")])
     if wrapped is None:
         pytest.skip("cannot run as another user here")

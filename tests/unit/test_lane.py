@@ -60,7 +60,7 @@ def test_the_unread_count_is_exact_and_ping_is_answered_in_order(tcp_pair, lane)
     assert len(second) == 2 and lane.refresh() == 0
     assert wire.receive(worker_end) == wire.PING
     worker_end.send(wire.PONG)
-    assert lane.returned() == ([], True) and not lane.pinged
+    assert lane.returned() == ([], [], True) and not lane.pinged
     for fd, _ in accepted + first + second:
         os.close(fd)
 
@@ -88,6 +88,21 @@ def test_a_draining_worker_sends_connections_back(tcp_pair, lane):
     [taken] = wire.receive(lane.theirs)
     wire.send(lane.theirs, [taken])  # what the worker's lane reader does while draining
     os.close(taken[0])
-    returned, pong = lane.returned()
-    assert len(returned) == 1 and returned[0][1] == conn[1] and not pong
+    returned, idle, pong = lane.returned()
+    assert len(returned) == 1 and returned[0][1] == conn[1] and not pong and idle == []
     os.close(returned[0][0])
+
+
+def test_a_worker_gives_an_idle_connection_back_marked_idle(tcp_pair, lane):
+    listener, client = tcp_pair
+    conn = listener._accept()
+    lane.send([conn])
+    os.close(conn[0])
+    [taken] = wire.receive(lane.theirs)
+    wire.send(lane.theirs, [taken], idle=True)  # balance: the worker gives it up between requests
+    os.close(taken[0])
+    refused, idle, _pong = lane.returned()
+    assert refused == [] and [peer for _, peer in idle] == [conn[1]]
+    os.write(idle[0][0], b"still the client's")
+    assert client.recv(64) == b"still the client's"
+    os.close(idle[0][0])

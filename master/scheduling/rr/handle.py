@@ -1,10 +1,19 @@
-"""`rr` (Node's RoundRobinHandle): the primary accepts and hands each connection to a worker in turn.
+"""`rr` (after Node's RoundRobinHandle): the primary accepts and hands each connection to a worker.
 
-Connections travel down each worker's handoff lane (master/core/lane.py). Workers take
-turns; a worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
+Connections travel down each worker's handoff lane (master/core/lane.py). Each goes to the
+worker with the fewest connections and then the least work (placement.py: the load boards
+give each worker's figures as they change); equal loads take turns, so the spread stays
+strict. A worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
 has room (Node allows one unacknowledged handle; more let a busy primary put several
-connections in one record without giving up the turn order). Only when every worker is
-that far behind does the primary wait to hear from one (a PING/PONG round trip).
+connections in one record). Only when every worker is that far behind does the primary wait
+to hear from one (a PING/PONG round trip). At start-up, connections wait up to STARTUP_WAIT
+for the first workers to join, so the first to listen does not take them all.
+
+Idle keep-alive connections a worker gives back (to rebalance, or idle for a while) are
+parked here (parking.py) and their next request goes to the least busy worker. A worker
+that has connections waiting unread and gets nothing done for placement.STALL_AFTER (stopped,
+or stuck in a CPU-bound request) gets nothing more, and what waits in its lane is taken back
+and served by the others, well before the watchdog's deadline.
 
 The cap is a stall guard, not a pace: under load the primary runs as SCHED_BATCH
 (master/core/cpu_class.py) and hands connections over in bursts, and a worker that is merely
@@ -27,20 +36,25 @@ by a drain deadline, and not at all with retry_idempotent off.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import deque
 from typing import Any
 
+from ...core import board as fields
 from ...core.lane import MAX_PER_RECORD, Conn
-from ..base import Handle, Reply
-from . import rescue, tcp_state
+from ..base import STARTUP_WAIT, Handle, Reply
+from . import placement, rescue, tcp_state
 from .lane import Lane
+from .parking import Parking
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
 MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has room; then we wait
 HELD = 32  # copies kept of each worker's latest connections, to rescue what a dying worker took
 # (enough to cover a slow request while many fast ones pass it; a copy costs one descriptor)
+TICK = 0.25  # seconds between checks for stalled workers and parked connections past their timeout
+EMFILE_PAUSE = 0.2  # seconds without accepting after the primary ran out of descriptors
 
 log = logging.getLogger("master.rr")
 
@@ -50,6 +64,7 @@ class RoundRobinHandle(Handle):
 
     policy = "rr"
     retry_idempotent = True  # the arbiter sets it from --retry-idempotent before any worker asks
+    keepalive_timeout = 5.0  # ... and this from --keepalive-timeout (parked connections obey it)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,8 +80,14 @@ class RoundRobinHandle(Handle):
         self.recovered = 0  # read back from a dead worker's lane, or taken by it and never started
         self.retried = 0  # idempotent requests a killed worker was serving, given to another
         self.retried_peers: set[Any] = set()  # ... whose connections we still hold: never twice
+        self.parking = Parking(self.loop, self._place_request, self.keepalive_timeout)
+        self.stalled: set[int] = set()  # workers that get nothing until they make progress again
+        self.stolen = 0  # taken back unread from stalled workers
+        self.first_join: float | None = None
+        self.emfile_logged_at = float("-inf")
         self._accepting = False
         self._closed = False
+        self.loop.call_later(TICK, self._tick, ref=False)
 
     def add(self, worker: Any, reply: Reply) -> None:
         """Admit a worker: give it a lane (in the reply) and its turn at once."""
@@ -79,6 +100,9 @@ class RoundRobinHandle(Handle):
         worker.once("exit", lambda _code, signal: self._worker_exited(worker, signal))
         reply(fds=[lane.theirs.fileno()], ok=True, policy=self.policy, port=self.port,
               family=int(self.sock.family), peek=self.retry_idempotent)
+        if self.first_join is None:
+            self.first_join = self.loop.clock()
+            self.loop.call_later(STARTUP_WAIT, self.distribute)
         self.distribute()
 
     def remove(self, worker: Any) -> bool:
@@ -103,6 +127,7 @@ class RoundRobinHandle(Handle):
         self._set_accepting(False)
         self._accept_queued(4096)
         super().close()
+        self.pending.extend(self.parking.close())
         self.distribute()
 
     # -- accepting --------------------------------------------------------------------------
@@ -120,63 +145,88 @@ class RoundRobinHandle(Handle):
         for _ in range(limit):
             try:
                 pending.append(accept())
-            except OSError:
-                return  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
+            except OSError as exc:  # EAGAIN: queue empty; ECONNABORTED: the next readiness tries again
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._out_of_descriptors()
+                return
+
+    def _out_of_descriptors(self) -> None:
+        """No descriptor for a new connection: pause accepting (the listener stays readable, and
+        retrying at once would spin); the connections wait in the kernel's queue meanwhile."""
+        if not self._accepting:
+            return
+        now = self.loop.clock()
+        if now - self.emfile_logged_at >= 10.0:
+            self.emfile_logged_at = now
+            log.warning("Out of descriptors accepting connections (EMFILE): pausing %.1f s; they wait in the "
+                        "kernel's queue meanwhile", EMFILE_PAUSE)
+        self._set_accepting(False)
+        self.loop.call_later(EMFILE_PAUSE, self.distribute)
 
     def _on_acceptable(self) -> None:
         self._accept_queued(MAX_QUEUED - len(self.pending))
         self.distribute()
 
     # -- handing over -----------------------------------------------------------------------
-    def _has_room(self, worker_id: int, share: int) -> bool:
-        lane = self.lanes[worker_id]
-        if lane.unread + share < MAX_IN_FLIGHT:
-            return True
-        # `unread` only grows between refreshes, so one system call settles a doubt; a
-        # worker we have pinged is known to be behind until its PONG says otherwise.
-        return not lane.pinged and lane.refresh() + share < MAX_IN_FLIGHT
+    def _loads(self, turns: list[int]) -> list[placement.WorkerLoad]:
+        """Each worker's figures now: the kernel's unread count, the board's connections and work."""
+        loads = []
+        for worker_id in turns:
+            lane, board = self.lanes[worker_id], self.workers[worker_id].board
+            unread = lane.unread if lane.pinged else lane.refresh()
+            full = board is not None and board[fields.FULL]
+            room = 0 if worker_id in self.stalled or lane.pinged or full else MAX_IN_FLIGHT - unread
+            if board is None:
+                loads.append(placement.WorkerLoad(unread, 0, 0, room))
+                continue
+            loads.append(placement.WorkerLoad(unread, board[fields.CONNECTIONS],
+                                              board[fields.IN_FLIGHT] + board[fields.WAITING], room))
+        return loads
 
-    def _deal(self, turns: list[int], shares: list[list[Conn]]) -> int:
-        """Deal pending connections in turn to workers with room.
-
-        Returns one past the index of the last worker served (0 if none was).
-        """
-        pending, full = self.pending, [False] * len(turns)
-        i = given = full_count = 0
-        while pending and full_count < len(turns):
-            if not full[i]:
-                if self._has_room(turns[i], len(shares[i])):
-                    shares[i].append(pending.popleft())
-                    given = i + 1
-                else:
-                    full[i] = True
-                    full_count += 1
-            i = (i + 1) % len(turns)
-        return given
+    def _starting(self) -> bool:
+        """Whether start-up still holds connections back for the first workers."""
+        if not self.expected:
+            return False
+        if len(self.workers) >= self.expected or (
+                self.first_join is not None and self.loop.clock() - self.first_join >= STARTUP_WAIT):
+            self.expected = 0
+            return False
+        return True
 
     def distribute(self) -> None:
-        """Hand queued connections out, one per worker per turn, oldest connection first."""
+        """Hand queued connections out by load, oldest connection first."""
         if self._closed:
             self._hand_out_everything()
             return
         pending, turns = self.pending, list(self.turns)
-        shares: list[list[Conn]] = [[] for _ in turns]
-        given = self._deal(turns, shares) if pending and turns else 0
-        if given:
-            self.turns.rotate(-given)  # the next turn goes to whoever follows the last one served
-        for worker_id, conns in zip(turns, shares):
-            if conns and not self._send(worker_id, conns):
-                pending.extendleft(reversed(conns))
-        if pending:
-            # Every worker is MAX_IN_FLIGHT behind: each says when it has caught up (a PONG wakes us).
-            for worker_id in self.turns:
-                self.lanes[worker_id].ping()
+        if pending and turns and not self._starting():
+            chosen = placement.place_new(self._loads(turns), len(pending))
+            shares: dict[int, list[Conn]] = {}
+            for index in chosen:
+                shares.setdefault(turns[index], []).append(pending.popleft())
+            if chosen:
+                self.turns.rotate(-(chosen[-1] + 1))  # ties next go to whoever follows the last one served
+            for worker_id, conns in shares.items():
+                if not self._send(worker_id, conns):
+                    pending.extendleft(reversed(conns))
+            if pending:
+                # Every worker is MAX_IN_FLIGHT behind: each says when it has caught up (a PONG wakes us).
+                for worker_id in self.turns:
+                    self.lanes[worker_id].ping()
         # Backpressure: accept only while the queue has room.
         self._set_accepting(len(pending) < MAX_QUEUED and bool(self.workers or self.persistent))
 
+    def _place_request(self, conn: Conn) -> None:
+        """A parked connection's next request has arrived: the least busy worker serves it."""
+        turns = list(self.turns)
+        index = placement.place_request(self._loads(turns)) if turns and not self._closed else None
+        if index is None or not self._send(turns[index], [conn]):
+            self.pending.appendleft(conn)
+            self.distribute()
+
     def _hand_out_everything(self) -> None:
         """Closed: the workers are about to drain, so each takes its share now, cap or not."""
-        candidates = list(self.turns)
+        candidates = [worker_id for worker_id in self.turns if worker_id in self.lanes]
         while self.pending and candidates:
             shares: dict[int, list[Conn]] = {worker_id: [] for worker_id in candidates}
             for i in range(len(self.pending)):
@@ -194,7 +244,7 @@ class RoundRobinHandle(Handle):
         """Write one record to the worker's lane; False (nothing sent) when its queue is full."""
         lane = self.lanes[worker_id]
         try:
-            lane.send(conns)
+            lane.send(conns, self.loop.clock())
         except OSError:  # full (or unusable): the caller keeps them, the worker sits out
             lane.unread = max(lane.unread, MAX_IN_FLIGHT)
             return False
@@ -207,11 +257,22 @@ class RoundRobinHandle(Handle):
 
     # -- coming back ------------------------------------------------------------------------
     def _on_lane_readable(self, worker_id: int, lane: Lane) -> None:
-        conns, pong = lane.returned()
+        conns, idle, pong = lane.returned()
+        if idle:
+            self._park(worker_id, idle)
         if conns:
             self._take_back(worker_id, conns)
         elif pong:
             self.distribute()  # it caught up: its turn can come again
+
+    def _park(self, worker_id: int, conns: list[Conn]) -> None:
+        """A worker gave these up between requests: watch them until their next request."""
+        self._release_held(worker_id, {peer for _, peer in conns})
+        for conn in conns:
+            if self._closed or not self.parking.park(conn):
+                self.pending.append(conn)
+        if self.pending:
+            self.distribute()
 
     def _take_back(self, worker_id: int, conns: list[Conn]) -> None:
         """A draining worker sent these back: they go to the next worker."""
@@ -222,14 +283,68 @@ class RoundRobinHandle(Handle):
         self.pending.extendleft(reversed(conns))
         self.distribute()
 
+    # -- the periodic look: stalled workers, parked connections past their timeout -----------
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        self.parking.keepalive_timeout = self.keepalive_timeout
+        self.parking.expire()
+        now = self.loop.clock()
+        for worker_id in list(self.turns):
+            self._check_stall(worker_id, now)
+        if self.pending:
+            self.distribute()
+        self.loop.call_later(TICK, self._tick, ref=False)
+
+    def _check_stall(self, worker_id: int, now: float) -> None:
+        lane, board = self.lanes[worker_id], self.workers[worker_id].board
+        progress = board[fields.PROGRESS] if board is not None else 0
+        if progress != lane.progress_seen:
+            lane.progress_seen, lane.progress_at = progress, now
+        if worker_id in self.stalled:
+            # Its loop turns again (a heartbeat): it can take connections again.
+            if board is None or board[fields.HEARTBEATS] != lane.heartbeats_seen or lane.progress_at == now:
+                self.stalled.discard(worker_id)
+                log.info("Worker %s is making progress again: it gets connections again",
+                         self.workers[worker_id].pid)
+            return
+        unread = lane.refresh()
+        if board is not None and board[fields.FULL]:
+            # At its cap, not stalled: what still waits in its lane goes to a worker with room.
+            if unread and lane.unread_since is not None and now - lane.unread_since >= placement.STALL_AFTER:
+                self._take_unread(worker_id, "is at its connection cap")
+            return
+        if not placement.stalled(unread, lane.unread_since, lane.progress_at, now):
+            return
+        self.stalled.add(worker_id)
+        lane.heartbeats_seen = board[fields.HEARTBEATS] if board is not None else 0
+        self._take_unread(worker_id, f"is stalled (nothing done for {now - lane.progress_at:.1f} s with "
+                                     "connections waiting)")
+
+    def _take_unread(self, worker_id: int, why: str) -> None:
+        """Take back what waits unread in a worker's lane, for the others."""
+        taken = self.lanes[worker_id].unclaimed()
+        self._release_held(worker_id, {peer for _, peer in taken})
+        self.stolen += len(taken)
+        log.warning("Worker %s %s: %d waiting connections go to other workers", self.workers[worker_id].pid,
+                    why, len(taken))
+        self.pending.extendleft(reversed(taken))
+
     def _worker_exited(self, worker: Any, signal: str | None) -> None:
         """Re-route what the dead worker never read or never started; release its lane."""
         lane = self.lanes.pop(worker.id, None)
         if lane is None:
             return
+        # Once the listener is closed the primary no longer calls remove(): forget it here too.
+        self.workers.pop(worker.id, None)
+        if worker.id in self.turns:
+            self.turns.remove(worker.id)
         self.loop.remove_reader(lane.ours.fileno())
-        returned, unclaimed = lane.returned()[0], lane.unclaimed()
+        self.stalled.discard(worker.id)
+        returned, idle, _pong = lane.returned()
+        unclaimed = lane.unclaimed()
         lane.close()
+        returned += idle  # given up idle just before it died: placed like the rest
         # Killed from outside, not by its own doing or ours: what it was serving is not to blame.
         retry = (self.retry_idempotent and signal == "SIGKILL" and not worker.exited_after_disconnect
                  and not worker.kill_reason)

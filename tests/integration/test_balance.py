@@ -1,0 +1,202 @@
+"""Balancing load, not just connections: keep-alive clients follow the workers that join.
+
+Real master, real workers, real keep-alive clients (one thread per connection, each recording
+which worker answered). The requests spin on the CPU for a few ms, so a worker's share of the
+answers is its share of the work.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from support import Master, wait_for
+
+WORK = "/spin?s=0.004"
+
+
+class KeepAliveClients:
+    """`count` threads, each one keep-alive connection sending WORK until stopped; every answer recorded."""
+
+    def __init__(self, port: int, count: int = 8) -> None:
+        self.port = port
+        self.answers: list[tuple[float, int, str]] = []  # (time, client, worker pid)
+        self.failures: list[tuple[float, int, str]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(count)]
+        self.lock = threading.Lock()
+
+    def start(self) -> "KeepAliveClients":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _run(self, index: int) -> None:
+        conn = None
+        deadline = time.monotonic() + 60  # bounded whatever happens to the test
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("GET", WORK)
+                response = conn.getresponse()
+                response.read()
+                pid = response.getheader("X-Worker-Pid", "")
+                with self.lock:
+                    self.answers.append((time.monotonic(), index, pid))
+                if response.will_close:  # told to go elsewhere: reconnect, as every client does
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                with self.lock:
+                    self.failures.append((time.monotonic(), index, repr(exc)))
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def shares(self, since: float, until: float) -> Counter:
+        with self.lock:
+            return Counter(pid for t, _, pid in self.answers if since <= t < until)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+
+@pytest.fixture
+def clients():
+    started: list[KeepAliveClients] = []
+
+    def start(port: int, count: int = 8) -> KeepAliveClients:
+        started.append(KeepAliveClients(port, count).start())
+        return started[-1]
+
+    yield start
+    for c in started:
+        c.finish()
+
+
+def busy_pids(clients: KeepAliveClients, since: float, until: float) -> Counter:
+    wait_for(lambda: time.monotonic() >= until, timeout=until - time.monotonic() + 5, what="the window to pass")
+    return clients.shares(since, until)
+
+
+def test_a_replacement_worker_under_keep_alive_load_serves_its_share_within_3_s(master, clients):
+    m = master(workers=2)
+    load = clients(m.port)
+    wait_for(lambda: len(load.shares(0, float("inf"))) == 2, timeout=10, what="both workers answering")
+    victim = m.workers()[0]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    shares = busy_pids(load, killed_at + 3, killed_at + 5)
+    total = sum(shares.values())
+    assert victim not in {int(p) for p in shares}
+    assert len(shares) == 2 and total, shares
+    assert max(shares.values()) / total <= 0.65, shares  # the newcomer carries about half
+
+
+# Not `shared`: there the workers share one accept queue, and whichever turns to it first
+# drains what queued while they booted (the master cannot place those connections).
+@pytest.mark.parametrize("policy", ["rr", "reuseport"])
+def test_start_up_under_load_spreads_the_connections(tmp_path, clients, policy):
+    m = Master(tmp_path, "apps.hello:app", 2, "--policy", policy).start()
+    try:
+        # Clients connect as soon as the master listens, before any worker has booted.
+        wait_for(lambda: _connects(m.port), timeout=20, what="the master's listener")
+        count = 8 if policy == "rr" else 16
+        load = clients(m.port, count=count)
+
+        def first_answers() -> dict[int, str]:
+            first: dict[int, str] = {}
+            with load.lock:
+                for _t, client, pid in load.answers:
+                    first.setdefault(client, pid)
+            return first
+
+        first = wait_for(lambda: len(first_answers()) == count and first_answers(), timeout=30,
+                         what="an answer on every connection")
+        spread = sorted(Counter(first.values()).values())
+        if policy == "rr":
+            assert load.failures == []
+            assert spread == [4, 4], first  # the master placed every connection: 4 and 4
+        else:  # the kernel hashes them, but no worker listened before the other could
+            assert len(spread) == 2, first
+    finally:
+        m.kill_all()
+
+
+def _connects(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_rebalancing_after_a_scale_up_never_fails_a_request(master, clients):
+    m = master(workers=2)
+    load = clients(m.port, count=9)
+    wait_for(lambda: len(load.shares(0, float("inf"))) == 2, timeout=10, what="both workers answering")
+    assert m.ctl("scale", "3").returncode == 0
+    scaled_at = time.monotonic()
+    shares = busy_pids(load, scaled_at + 3, scaled_at + 5)
+    assert len(shares) == 3, shares
+    assert max(shares.values()) / sum(shares.values()) <= 0.45, shares
+    assert sum(w["shed"] for w in m.status()["workers"]) >= 2  # connections were moved, not just new ones
+    load.finish()
+    assert load.failures == []
+
+
+def test_a_stalled_worker_stops_receiving_connections_and_what_it_held_is_served(master):
+    import requests
+
+    m = master(workers=2)
+    stopped = m.workers()[0]
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        slowest, pids = 0.0, set()
+        for _ in range(12):
+            start = time.monotonic()
+            answer = requests.get(m.url + "/", timeout=10, headers={"Connection": "close"})
+            slowest = max(slowest, time.monotonic() - start)
+            assert answer.status_code == 200
+            pids.add(int(answer.headers["X-Worker-Pid"]))
+        assert pids == {m.workers()[1]} or stopped not in pids
+        assert slowest < 3.0, slowest  # not the watchdog's 30 s: taken back after about a second
+        assert "is stalled" in m.log()
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+    wait_for(lambda: "making progress again" in m.log(), timeout=10, what="the stalled worker back")
+
+
+def test_a_slow_request_does_not_delay_fast_requests_on_other_connections(master):
+    m = master(workers=2)
+    conns = [http.client.HTTPConnection("127.0.0.1", m.port, timeout=10) for _ in range(4)]
+    try:
+        for conn in conns:  # each connection serves a request, then idles
+            conn.request("GET", "/")
+            conn.getresponse().read()
+        wait_for(lambda: m.status()["master"]["parked"] == 4, timeout=5, what="the idle connections parked")
+        slow, fast = conns[0], conns[1:]
+        slow.request("GET", "/spin?s=2")  # 2 s of CPU: its worker's loop is blocked all along
+        wait_for(lambda: any(w["in_flight"] for w in m.status()["workers"]), timeout=5, what="the slow request")
+        for conn in fast:
+            start = time.monotonic()
+            conn.request("GET", "/")
+            answer = conn.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert time.monotonic() - start < 1.0  # served by the idle worker, not after the slow one
+        assert slow.getresponse().status == 200
+    finally:
+        for conn in conns:
+            conn.close()
