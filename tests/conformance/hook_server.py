@@ -9,11 +9,13 @@ from gevent import monkey
 
 monkey.patch_all()
 
+import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
 
+from master.core.board import Board  # noqa: E402
 from master.core.settings import WorkerSettings  # noqa: E402
 from master.worker.balance import KEEP  # noqa: E402
 from master.worker.http import HttpServer  # noqa: E402
@@ -22,6 +24,8 @@ TAKEN = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\ntake
 
 
 class ScriptedBalancer:
+    park_after = None  # no idle connection goes back on its own here
+
     def __init__(self, verdicts: list[str], take: bool) -> None:
         self.verdicts, self.take, self.asked = verdicts, take, 0
 
@@ -30,9 +34,9 @@ class ScriptedBalancer:
         print(f"asked {self.asked}", flush=True)
         return self.verdicts.pop(0) if self.verdicts else KEEP
 
-    def hand_back(self, sock) -> bool:
-        if self.take:
-            gevent.spawn(_answer_next, socket.socket(fileno=sock.detach()))
+    def hand_back(self, sock, peer) -> bool:
+        if self.take:  # a copy of the descriptor, as the lane passes one: the engine closes its own
+            gevent.spawn(_answer_next, socket.socket(fileno=os.dup(sock.fileno())))
         return self.take
 
 
@@ -45,8 +49,12 @@ def _answer_next(sock) -> None:
 class Runtime:
     def __init__(self, balancer: ScriptedBalancer) -> None:
         self.settings, self.balancer, self.id = WorkerSettings(engine="httptools"), balancer, 1
-        self.requests = self.in_flight = 0
+        self.board = Board.create()
+        self.requests = self.in_flight = self.connections = 0
         self.draining = False
+
+    def made_progress(self) -> None:
+        pass
 
 
 def app(environ, start_response):

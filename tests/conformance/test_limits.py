@@ -30,19 +30,16 @@ def test_a_request_line_within_the_limit_is_served(served):
         client.close()
 
 
-def test_too_many_header_fields_is_431(served, pywsgi_gap):
-    pywsgi_gap("has no limit on the number of header fields")
+def test_too_many_header_fields_is_431(served):
     _refused(served.port, request(headers=tuple(f"X-F{i}: v" for i in range(101))), 431)
 
 
-def test_a_header_block_past_64k_is_431(served, pywsgi_gap):
-    pywsgi_gap("has no limit on the header block")
+def test_a_header_block_past_64k_is_431(served):
     _refused(served.port, request(headers=tuple(f"X-F{i}: {'v' * 1000}" for i in range(70))), 431)
 
 
-def test_an_endless_header_is_refused_before_it_ends(served, pywsgi_gap):
+def test_an_endless_header_is_refused_before_it_ends(served):
     # 5 MB of one header value, never finished: the answer comes long before the client is done.
-    pywsgi_gap("reads the whole header line into memory")
     client = Client(served.port)
     try:
         client.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ")
@@ -61,13 +58,11 @@ def test_an_endless_header_is_refused_before_it_ends(served, pywsgi_gap):
         client.close()
 
 
-def test_a_declared_body_past_the_limit_is_413_at_once(served, pywsgi_gap):
-    pywsgi_gap("has no body limit: it waits for the whole declared body")
+def test_a_declared_body_past_the_limit_is_413_at_once(served):
     _refused(served.port, request("POST", "/echo", (f"Content-Length: {MAX_BODY + 1}",)), 413)
 
 
-def test_a_chunked_body_past_the_limit_is_413(served, pywsgi_gap):
-    pywsgi_gap("has no body limit")
+def test_a_chunked_body_past_the_limit_is_413(served):
     body = b"".join(b"%x\r\n%s\r\n" % (10_000, b"x" * 10_000) for _ in range(MAX_BODY // 10_000 + 2)) + b"0\r\n\r\n"
     _refused(served.port, request("POST", "/echo", ("Transfer-Encoding: chunked",), body), 413)
 

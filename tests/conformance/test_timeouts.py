@@ -25,8 +25,7 @@ def test_an_unfinished_head_times_out(served, pywsgi_gap):
         client.close()
 
 
-def test_a_connection_that_sends_nothing_is_closed(served, pywsgi_gap):
-    pywsgi_gap("keeps a silent connection open forever")
+def test_a_connection_that_sends_nothing_is_closed(served):
     client = Client(served.port)
     try:
         _closed_after(client, min(HEADER_TIMEOUT, KEEPALIVE_TIMEOUT), HEADER_TIMEOUT)
@@ -34,8 +33,7 @@ def test_a_connection_that_sends_nothing_is_closed(served, pywsgi_gap):
         client.close()
 
 
-def test_an_idle_keep_alive_connection_is_closed(served, pywsgi_gap):
-    pywsgi_gap("keeps an idle keep-alive connection open forever")
+def test_an_idle_keep_alive_connection_is_closed(served):
     client = Client(served.port)
     try:
         assert client.send(request()).response().status == 200

@@ -63,7 +63,8 @@ def _serve_connections(conn: "Connection", woke: Any) -> None:
 class Connection:
     """A client connection and the greenlet that serves it."""
 
-    __slots__ = ("server", "sock", "fd", "hub", "greenlet", "parser", "handed_over", "handed", "peeked",
+    __slots__ = ("server", "sock", "fd", "peer", "hub", "greenlet", "parser", "handed_over", "handed", "peeked",
+                 "parking",
                  "waiting", "ready_bits", "deadline", "idle", "since", "head_since", "writes_watched",
                  "req", "status", "headers", "head_sent", "keep", "chunked", "remaining", "no_body",
                  "hand_back")
@@ -72,6 +73,7 @@ class Connection:
         self.server = server
         self.sock = sock  # a non-blocking _socket.socket
         self.fd = sock.fileno()
+        self.peer = peer
         self.hub = server.hub
         self.greenlet: Any = None  # given by start(), at the first event (or expiry)
         template = server.environ.copy()
@@ -79,7 +81,8 @@ class Connection:
         template[NO_RETRY] = self.no_retry if peek else _nothing
         self.parser = RequestParser(template, server.limits, self._body)
         self.handed_over = handed_over  # the primary holds a copy: shut down before closing
-        self.handed = False  # given back to the primary (hand-back): neither shut down nor closed
+        self.handed = False  # given back to the primary (hand-back): our descriptor closes, no shutdown
+        self.parking = False  # idle, waiting park_after before going back to the primary (rr)
         self.peeked = -1 if peek else 0  # -1: peek at the first read; > 0: bytes peeked, not consumed
         self.waiting = READ_WAIT  # the events the greenlet waits for (0 while it runs)
         self.ready_bits = 0  # events that arrived while it was not waiting
@@ -142,6 +145,11 @@ class Connection:
                 return
             else:
                 woke = self._receive(self._next_deadline())
+                if woke is EXPIRED and self.parking:  # idle past park_after: the primary places what comes next
+                    self.parking = False
+                    if self._give_back():
+                        return
+                    woke = self._receive(self._idle_deadline())
                 if woke is not True:
                     if woke is EXPIRED and parser.in_head:
                         raise HttpError(408, "the request head took too long")
@@ -150,6 +158,7 @@ class Connection:
     def _next_deadline(self) -> float:
         """When the wait for the next bytes ends: head, body being dropped, or idle keep-alive."""
         limits, now = self.server.limits, _monotonic()
+        self.parking = False
         if self.parser.in_head:
             if not self.head_since:
                 self.head_since = now
@@ -159,19 +168,27 @@ class Connection:
             timeout = limits.body_timeout
         else:
             self.idle, self.since, timeout = True, now, limits.keepalive_timeout
+            runtime = self.server.runtime
+            park = runtime.balancer.park_after  # None unless the primary can take idle connections (rr)
+            if park is not None and not runtime.draining and not (timeout and timeout <= park):
+                self.parking = True
+                return now + park
         return now + timeout if timeout else 0.0
+
+    def _idle_deadline(self) -> float:
+        timeout = self.server.limits.keepalive_timeout
+        return self.since + timeout if timeout else 0.0
 
     def _finish(self) -> None:
         server = self.server
         server.poller.remove(self)
-        if not self.handed:
-            sock = self.sock
-            if self.handed_over:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # not connected any more
-            sock.close()
+        sock = self.sock
+        if self.handed_over and not self.handed:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more
+        sock.close()  # handed back: only our descriptor closes, the primary holds its own
         self.parser = self.req = self.greenlet = None  # the environ template refers back to us
         server.connection_closed(self)
 
@@ -297,7 +314,7 @@ class Connection:
         if not req.complete and self.parser.stopped:  # its body broke off, and the app answered: close
             return False
         if self.hand_back and self.keep and not self.parser.ready and self.parser.current is None:
-            return not self._give_back()
+            return not self._give_back()  # False: the balancer would not take it, so we go on
         return self.keep
 
     def _start_response(self, status: str, headers: list, exc_info: Any = None) -> Any:
@@ -424,11 +441,17 @@ class Connection:
                 self._send(data)
 
     def _give_back(self) -> bool:
-        """HAND_BACK: pass the idle connection to the balancer; True if it took it."""
+        """Pass the idle connection to the balancer (master/worker/balance.py); True if it took it.
+
+        Not while bytes of a next request may be queued: those are ours to serve.
+        """
+        parser = self.parser
+        if self.ready_bits & READ_WAIT or parser.ready or parser.current is not None or parser.in_head:
+            return False
         poller = self.server.poller
         poller.remove(self)
-        if self.server.runtime.balancer.hand_back(self.sock):
-            self.handed = True  # the descriptor was passed on: ours is the balancer's to drop
+        if self.server.runtime.balancer.hand_back(self.sock, self.peer):
+            self.handed = True
             return True
         poller.add(self)
         return False

@@ -47,9 +47,16 @@ class Poller:
         self.runners: list[Any] = []  # idle greenlets that serve the next connection (connection.py)
         self.draining = False  # close keep-alive connections idle for IDLE_CLOSE_AFTER
         self.closing = False  # expire every connection that waits on its client (a drain's deadline)
+        self._loop = loop
         self._watcher = loop.io(self.epoll.fileno(), 1)
         self._watcher.start(self._dispatch)
         self._timer = loop.timer(sweep_every, sweep_every)
+        self._timer.start(self._sweep)
+
+    def set_period(self, seconds: float) -> None:
+        """Sweep every `seconds` from now on."""
+        self._timer.close()
+        self._timer = self._loop.timer(seconds, seconds)
         self._timer.start(self._sweep)
 
     def add(self, conn: Any) -> None:

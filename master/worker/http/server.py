@@ -16,8 +16,11 @@ from typing import Any, Callable
 import gevent
 
 from ...core.policies import SCHED_NONE, SCHED_RR
+from ..conn_cap import ConnectionCap
+from ..lane_reader import LaneReader
+from ..pressure import shared as shared_pressure_log
 from .connection import Connection
-from .intake import LaneIntake, ListenerIntake, Room
+from .intake import ListenerIntake
 from .limits import Limits
 from .parse import READ_SIZE
 from .body import NO_BODY
@@ -57,12 +60,20 @@ class HttpServer:
         self.hub = gevent.get_hub()
         self.buffer = bytearray(READ_SIZE)  # every read lands here; the parser copies what it keeps
         self.view = memoryview(self.buffer)
-        sweep = self.limits.shortest_timeout() / 10 or SWEEP_MAX
-        self.poller = Poller(self.hub.loop, min(SWEEP_MAX, max(SWEEP_MIN, sweep)))
-        self.room = Room(runtime.settings.worker_connections, lambda: len(self.poller.conns))
+        self.poller = Poller(self.hub.loop, self._sweep_period(None))
+        self.pressure = shared_pressure_log()
+        self.cap = ConnectionCap(runtime.settings.worker_connections, log=self.pressure, board=runtime.board)
         self.listener = None if isinstance(listener, tuple) else listener  # rr: an address, never bound here
-        self.intake: Any = None
+        self.intake: ListenerIntake | None = None
+        self.lane: LaneReader | None = None  # rr: the handoff lane the primary writes connections into
         self.started = False
+
+    def _sweep_period(self, park_after: float | None) -> float:
+        """A tenth of the shortest timeout, and often enough to park idle connections on time."""
+        period = self.limits.shortest_timeout() / 10 or SWEEP_MAX
+        if park_after:
+            period = min(period, park_after / 2)
+        return min(SWEEP_MAX, max(SWEEP_MIN, period))
 
     # -- where connections come from --------------------------------------------------------
     def _settle(self) -> None:
@@ -74,21 +85,25 @@ class HttpServer:
 
     def start(self) -> None:
         """Accept on our own listener (shared: one per wake-up, so no worker grabs a burst)."""
-        self.intake = ListenerIntake(self.listener, self._accepted, self.room,
-                                     1 if self.policy == SCHED_NONE else 64, self.runtime.id)
+        self.intake = ListenerIntake(self.listener, self._accepted, self.cap,
+                                     1 if self.policy == SCHED_NONE else 64, self.pressure)
         self.intake.start()
         self._settle()
 
     def take_lane(self, fd: int) -> None:
-        """rr: serve what the primary writes into our handoff lane (master/core/lane.py)."""
-        self.intake = LaneIntake(fd, self.accept_fd, lambda: self.runtime.draining, self.room)
-        self.intake.start()
+        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap."""
+        runtime = self.runtime
+        self.lane = LaneReader(fd, self.accept_fd, lambda: runtime.draining, runtime.made_progress,
+                               cap=self.cap, log=self.pressure)
+        runtime.balancer.lane = self.lane  # hand-backs go up it (master/worker/balance.py)
+        self.poller.set_period(self._sweep_period(runtime.balancer.park_after))
+        self.lane.start()
         self._settle()
 
     def take_handed_over(self) -> None:
         """rr: serve what the lane holds right now (the runtime calls this before draining)."""
-        if isinstance(self.intake, LaneIntake):
-            self.intake.read_now()
+        if self.lane is not None:
+            self.lane.read_now()
 
     def _accepted(self, fd: int, address: Any) -> None:
         self._open(fd, address, False, False)
@@ -98,6 +113,9 @@ class HttpServer:
         self._open(fd, peer, True, self.peek)
 
     def _open(self, fd: int, peer: Any, handed_over: bool, peek: bool) -> None:
+        # Counted the moment it is ours: the primary must never see a connection in neither place.
+        self.runtime.connections += 1
+        self.cap.opened()
         family = self.family if handed_over else self.intake.sock.family
         sock = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
         sock.setblocking(False)
@@ -115,8 +133,9 @@ class HttpServer:
         self.poller.add(Connection(self, sock, peer, handed_over, peek))
 
     def connection_closed(self, conn: Connection) -> None:
-        """A connection ended (the connection calls this last)."""
-        self.room.freed()
+        """A connection ended, or went back to the primary (the connection calls this last)."""
+        self.runtime.connections -= 1
+        self.cap.closed()
 
     # -- draining ---------------------------------------------------------------------------
     def stop_taking_connections(self) -> None:
