@@ -7,8 +7,9 @@
 - connection.py: one greenlet per connection: read, parse, call the app, write, in order.
 - parse.py: llhttp's callbacks turned into WSGI environs, with the limits and the framing
   rules applied as the bytes arrive; body.py: wsgi.input; response.py: heads and framing.
-- server.py: the server interface serve.py drives (the same as the pywsgi engine's), with
-  the cap on connections per worker; intake.py: where connections come from (listener, lane).
+- server.py: the server interface serve.py drives (the same as the pywsgi engine's), with the
+  shared cap on connections per worker (conn_cap.py); intake.py: our own listener (shared,
+  reuseport); under rr, connections come through LaneReader (lane_reader.py).
 """
 from .server import HttpServer
 
