@@ -14,13 +14,11 @@ def _closed_after(client, at_least, at_most):
     assert took >= at_least * 0.5, f"closed after {took:.2f} s, before its timeout"
 
 
-def test_an_unfinished_head_times_out(served, pywsgi_gap):
-    pywsgi_gap("waits for the rest of the head forever")
+def test_an_unfinished_head_times_out(served):
     client = Client(served.port)
     try:
         client.send(b"GET / HTTP/1.1\r\nHost: t\r\nX-Partial: ")
-        raw = client.raw(timeout=HEADER_TIMEOUT + SLACK)
-        assert raw.startswith(b"HTTP/1.1 408") and client.eof
+        _closed_after(client, HEADER_TIMEOUT, HEADER_TIMEOUT)  # quietly: no answer feeds a slow reader
     finally:
         client.close()
 
@@ -42,13 +40,11 @@ def test_an_idle_keep_alive_connection_is_closed(served):
         client.close()
 
 
-def test_a_stalled_body_times_out(served, pywsgi_gap):
-    pywsgi_gap("waits for the rest of the body forever")
+def test_a_stalled_body_times_out(served):
     client = Client(served.port)
     try:
         client.send(request("POST", "/echo", ("Content-Length: 100",), b"only part of it"))
-        raw = client.raw(timeout=BODY_TIMEOUT + SLACK)
-        assert raw.startswith(b"HTTP/1.1 408") and client.eof
+        _closed_after(client, BODY_TIMEOUT, BODY_TIMEOUT)
     finally:
         client.close()
 

@@ -150,10 +150,8 @@ class Connection:
                     if self._give_back():
                         return
                     woke = self._receive(self._idle_deadline())
-                if woke is not True:
-                    if woke is EXPIRED and parser.in_head:
-                        raise HttpError(408, "the request head took too long")
-                    return
+                if woke is not True:  # closed, reset, or out of time (a late head is closed quietly, as
+                    return  # pywsgi, gunicorn and nginx do: answering would only feed a slow reader)
 
     def _next_deadline(self) -> float:
         """When the wait for the next bytes ends: head, body being dropped, or idle keep-alive."""
@@ -280,7 +278,7 @@ class Connection:
         timeout = self.server.limits.body_timeout
         woke = self._receive(_monotonic() + timeout if timeout else 0.0)
         if woke is EXPIRED:
-            raise HttpError(408, "the request body stalled")
+            raise ClientGone("the request body stalled")  # closed quietly, as a late head is
         if woke is not True:
             raise ClientGone("the client closed the connection before the end of the body")
 

@@ -129,7 +129,7 @@ class RequestParser:
             self.stopped = True
             return
         text = str(exc) or phrase(400)
-        self.fail(505 if "HTTP version" in text else 400, text)
+        self.fail(505 if "HTTP version" in text else 413 if "Content-Length overflow" in text else 400, text)
 
     def _reject(self, status: int, reason: str) -> None:
         self.fail(status, reason)
@@ -242,8 +242,8 @@ class RequestParser:
         if coding is not None:
             if env["SERVER_PROTOCOL"] != "HTTP/1.1":
                 self._reject(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if coding.lower() != "chunked":
-                self._reject(501, f"transfer coding {coding!r} is not served (only chunked)")
+            if coding.lower() != "chunked":  # (RFC 9112 allows 501; 400 as the pywsgi engine answers)
+                self._reject(400, f"transfer coding {coding!r} is not served (only chunked)")
             req.length = -1
         else:
             req.length = int(env["CONTENT_LENGTH"])  # llhttp let only digits through
