@@ -1,8 +1,10 @@
-"""`python -m loadtest.bench [--quick]`: our master (each policy) against gunicorn (each class), one machine.
+"""`python -m loadtest.bench [--quick]`: our master (each policy) against gunicorn (each class) and granian.
 
 Throughput and latency with wrk on `/`, `/work`, `/count` for workers = 1..CPUs, the mixed profile with
-Locust, fairness per policy, loss when a worker is SIGKILLed, master CPU/RSS, and Flask's in-process
-ceiling. Writes docs/bench/results.json, docs/bench/*.png and docs/BENCHMARKS.md. Loopback only.
+Locust, fairness per policy, loss when a worker is SIGKILLed, master CPU/RSS, the workers' CPU per
+request, and Flask's in-process ceiling. Writes docs/bench/results.json, docs/bench/*.png and
+docs/BENCHMARKS.md. Loopback only. pycluster's workers serve with the engine ENGINE names
+(pywsgi by default): `ENGINE=httptools make bench` measures the httptools engine.
 
 For a scaling run on a bigger machine, narrow it down and write elsewhere, e.g.
 `taskset -c 0-11 python -m loadtest.bench --workers 1,2,4,8,12 --servers pycluster-rr,gunicorn-sync
@@ -29,7 +31,7 @@ from loadtest import capacity, fairness, mixed, report, wrk
 from loadtest.loadgen import LoadGen, kinds
 from loadtest.progress import Progress
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
-                              cpu_percent, master_available, sample)
+                              cpu_percent, cpu_seconds, master_available, sample)
 from loadtest.stats import add_derived
 
 ENDPOINTS = ("/", "/work", "/count")
@@ -146,10 +148,14 @@ def measure_throughput(srv: Server, endpoint: str, plan: Plan, close: bool) -> d
     url = srv.url + endpoint
     if plan.warmup_s:
         wrk.run(url, plan.warmup_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
-    before = sample(srv.proc.pid)
+    workers = srv.worker_pids()
+    before, workers_before = sample(srv.proc.pid), cpu_seconds(workers)
     res = wrk.run(url, plan.duration_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
-    after = sample(srv.proc.pid)
+    after, workers_after = sample(srv.proc.pid), cpu_seconds(workers)
     errors = sum(res["errors"].values()) + res["non2xx"]
+    # The workers' CPU (user + system) per request: what serving one costs, whatever the load generator
+    # and the other servers' processes do meanwhile (a worker replaced mid-run makes it an underestimate).
+    worker_us = 1e6 * (workers_after - workers_before) / res["requests"] if res["requests"] else None
     return {
         "kind": "throughput", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
         "endpoint": endpoint, "conn": "close" if close else "keepalive", "tool": "wrk",
@@ -158,6 +164,7 @@ def measure_throughput(srv: Server, endpoint: str, plan: Plan, close: bool) -> d
         "errors_total": errors, "errors": res["errors"], "non2xx": res["non2xx"],
         "master_cpu_pct": None if cpu_percent(before, after) is None else round(cpu_percent(before, after), 1),
         "master_rss_mb": None if after is None else round(after.rss / 2**20, 1),
+        "worker_cpu_us_per_req": None if worker_us is None else round(worker_us, 1),
     }
 
 
@@ -234,6 +241,7 @@ def servers_to_run(only: list[str] | None) -> tuple[list[tuple[str, str]], list[
     else:
         notes.append("`python -m master` is not in this checkout yet: pycluster was not measured.")
     pairs += [("gunicorn", k) for k in GUNICORN_CLASSES]
+    pairs.append(("granian", "wsgi"))
     if only:
         # "pycluster-rr" and "pycluster/rr" both name one server; "gunicorn" names every class.
         only = [name.strip().replace("-", "/", 1) for name in only]
@@ -288,7 +296,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                         runs.append(r)
                         progress.step(f"{srv.label:<18} N={n} {endpoint:<6}{' close' if close else '':6} "
                                       f"{r['rps'] or 0:>9,.0f} req/s  p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms"
-                                      f"  master {r['master_cpu_pct']}% CPU"
+                                      f"  master {r['master_cpu_pct']}% CPU  workers {r['worker_cpu_us_per_req']} us/req"
                                       + (f"  ERRORS {r['errors_total']}" if r["errors_total"] else ""))
                     if n != top:
                         continue
@@ -328,6 +336,55 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
         progress.close()
         redis.stop()
     return runs
+
+
+# Issue 18's goals for the workers' HTTP layer, judged in one run (docs/HTTP.md).
+GOAL_CPU_VS_FLASK = 1.6  # worker CPU per / request, over Flask's in-process cost for /
+GOAL_VS_GRANIAN = 1.1  # / keep-alive and /count req/s, over granian's
+GOAL_P99_VS_GRANIAN = 1.2  # / keep-alive p99, over granian's
+GOAL_CLOSE_VS_SYNC = 1.0  # / with a new connection per request, over gunicorn sync
+
+
+def _throughput(runs: list[dict], server: str, policy: str, n: int, endpoint: str, conn: str = "keepalive"):
+    return next((r for r in runs if r.get("kind") == "throughput" and r["server"] == server and r["policy"] == policy
+                 and r["workers"] == n and r["endpoint"] == endpoint and r.get("conn", "keepalive") == conn
+                 and r.get("rps")), None)
+
+
+def _goal(target: str, ratio: float, limit: float, detail: str, at_most: bool = False) -> dict:
+    return {"target": target, "measured": f"{ratio:.2f}× ({detail})",
+            "met": ratio <= limit if at_most else ratio >= limit}
+
+
+def engine_goals(runs: list[dict], n: int) -> list[dict]:
+    """Issue 18's goals at N workers: pycluster rr against Flask in-process, granian and gunicorn sync."""
+    rows = []
+    ours, granian = _throughput(runs, "pycluster", "rr", n, "/"), _throughput(runs, "granian", "wsgi", n, "/")
+    flask = next((r for r in runs if r.get("kind") == "ceiling" and r["endpoint"] == "/" and r.get("rps_per_core")),
+                 None)
+    if ours and flask and ours.get("worker_cpu_us_per_req"):
+        flask_us = 1e6 / flask["rps_per_core"]
+        rows.append(_goal(f"worker CPU per / request ≤ {GOAL_CPU_VS_FLASK}× Flask in-process",
+                          ours["worker_cpu_us_per_req"] / flask_us, GOAL_CPU_VS_FLASK,
+                          f"{ours['worker_cpu_us_per_req']:.0f} vs {flask_us:.0f} µs", at_most=True))
+    if ours and granian:
+        rows.append(_goal(f"/ keep-alive ≥ {GOAL_VS_GRANIAN}× granian at N={n}", ours["rps"] / granian["rps"],
+                          GOAL_VS_GRANIAN, f"{ours['rps']:,.0f} vs {granian['rps']:,.0f} req/s"))
+        if ours.get("p99_ms") and granian.get("p99_ms"):
+            rows.append(_goal(f"/ keep-alive p99 ≤ {GOAL_P99_VS_GRANIAN}× granian's", ours["p99_ms"] / granian["p99_ms"],
+                              GOAL_P99_VS_GRANIAN, f"{ours['p99_ms']} vs {granian['p99_ms']} ms", at_most=True))
+    count, granian_count = _throughput(runs, "pycluster", "rr", n, "/count"), _throughput(runs, "granian", "wsgi", n,
+                                                                                          "/count")
+    if count and granian_count:
+        rows.append(_goal(f"/count ≥ {GOAL_VS_GRANIAN}× granian", count["rps"] / granian_count["rps"], GOAL_VS_GRANIAN,
+                          f"{count['rps']:,.0f} vs {granian_count['rps']:,.0f} req/s"))
+    close, sync = _throughput(runs, "pycluster", "rr", n, "/", "close"), _throughput(runs, "gunicorn", "sync", n, "/",
+                                                                                     "close")
+    if close and sync:
+        rows.append(_goal(f"/ new connection per request ≥ {GOAL_CLOSE_VS_SYNC}× gunicorn sync",
+                          close["rps"] / sync["rps"], GOAL_CLOSE_VS_SYNC,
+                          f"{close['rps']:,.0f} vs {sync['rps']:,.0f} req/s"))
+    return rows
 
 
 def main(argv=None) -> int:
@@ -388,13 +445,17 @@ def main(argv=None) -> int:
                  + ("" if "mixed" in plan.skip else " and Locust for the mixed profile")),
         "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "wrk_cpus": plan.wrk_cpus,
         "connections": plan.connections, "workers": list(plan.workers), "notes": notes,
-        "elapsed_s": round(time.monotonic() - started, 1),
+        "elapsed_s": round(time.monotonic() - started, 1), "engine": os.environ.get("ENGINE") or "pywsgi",
     }
+    goal_n = 2 if 2 in plan.workers else max(plan.workers)
+    meta["engine_goals"] = engine_goals(runs, goal_n)
     paths = report.write(runs, meta, Path(args.docs), out=Path(args.out) if args.out else None)
     print(f"wrote {paths['results']}, {paths['markdown']} and {len(paths['plots'])} plots "
           f"in {meta['elapsed_s']:.0f}s", flush=True)
     for row in report.targets(runs, cpus, paths["previous"]):
         print(f"target {row['policy']:<10} {row['target']}: {row['measured']} -> {'met' if row['met'] else 'MISSED'}")
+    for row in meta["engine_goals"]:
+        print(f"engine ({meta['engine']}) {row['target']}: {row['measured']} -> {'met' if row['met'] else 'MISSED'}")
     return 0
 
 

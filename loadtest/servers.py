@@ -1,4 +1,4 @@
-"""Start, probe and stop the servers under test (our master, gunicorn) and a real Redis, on loopback."""
+"""Start, probe and stop the servers under test (our master, gunicorn, granian) and a real Redis, on loopback."""
 
 import http.client
 import os
@@ -25,6 +25,8 @@ GUNICORN_CLASSES = {
     "gevent": ["-k", "gevent", "--worker-connections", "1000"],
 }
 POLICIES = ("rr", "shared", "reuseport")
+# granian (Rust/hyper) serving the same WSGI app: HTTP/1 only and no websockets, as we serve.
+GRANIAN_ARGS = ["--interface", "wsgi", "--http", "1", "--no-ws", "--log-level", "warning", "--no-access-log"]
 
 
 def free_port() -> int:
@@ -124,6 +126,11 @@ def sample(pid: int) -> ProcSample | None:
     return ProcSample(time.monotonic(), (int(fields[11]) + int(fields[12])) / CLK_TCK, rss_pages * PAGE_SIZE)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds (user+system) used so far by these processes together (those still alive)."""
+    return sum(s.cpu_s for s in map(sample, pids) if s is not None)
+
+
 def cpu_percent(before: ProcSample | None, after: ProcSample | None) -> float | None:
     """CPU used between two samples, in percent of one core."""
     if not before or not after or after.t <= before.t:
@@ -177,10 +184,10 @@ class RedisServer:
 
 @dataclass
 class Server:
-    """One server under test: our master with a policy, or gunicorn with a worker class."""
+    """One server under test: our master with a policy, gunicorn with a worker class, or granian."""
 
-    server: str                  # "pycluster" or "gunicorn"
-    policy: str                  # rr/shared/reuseport, or sync/gthread/gevent
+    server: str                  # "pycluster", "gunicorn" or "granian"
+    policy: str                  # rr/shared/reuseport, sync/gthread/gevent, or wsgi (granian)
     workers: int
     redis_url: str
     app: str = "app.wsgi:app"
@@ -214,6 +221,9 @@ class Server:
                     *GUNICORN_CLASSES[self.policy], "--graceful-timeout", str(int(self.graceful_timeout)),
                     "--timeout", str(int(self.worker_timeout)),
                     "--log-level", "warning", self.app]
+        if self.server == "granian":
+            return [sys.executable, "-m", "granian", *GRANIAN_ARGS, "--workers", str(self.workers),
+                    "--host", HOST, "--port", str(self.port), self.app]
         raise ValueError(f"unknown server {self.server!r}")
 
     def start(self, deadline_s: float = 30.0) -> "Server":

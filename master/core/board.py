@@ -23,6 +23,7 @@ SHED_DONE = 5  # how many the worker has given up (handed back or closed at a re
 BUSY_SINCE_NS = 6  # monotonic ns since which the worker has had a request in flight; 0 when idle
 SERVED = 7  # requests served, ever
 HEARTBEATS = 8  # bumped by the heartbeat greenlet, which runs only while the worker's loop turns
+FULL = 9  # 1 while the worker is at its connection cap and takes nothing new (not stalled: full)
 FIELDS = 16  # room to grow without changing the page
 SIZE = FIELDS * 8
 ENV = "PYCLUSTER_BOARD_FD"

@@ -122,14 +122,17 @@ def receive_whole(sock: Any) -> Record | bytes | None:
 
 
 def receive_all(sock: Any) -> tuple[list[Conn], list[Conn], bool]:
-    """Every connection queued on `sock` right now (non-blocking): (ordinary, idle, whether a PONG was)."""
+    """Every connection queued on `sock` right now (non-blocking): (ordinary, idle, whether a PONG was).
+
+    Records are taken whole (receive_whole): out of descriptors, what is left stays queued.
+    """
     conns: list[Conn] = []
     idle: list[Conn] = []
     pong = False
     while True:
         try:
-            record = receive(sock)
-        except OSError:  # BlockingIOError: drained; anything else: nothing more to read
+            record = receive_whole(sock)
+        except OSError:  # BlockingIOError: drained; OutOfDescriptors: left queued; else nothing more
             return conns, idle, pong
         if record is None:
             return conns, idle, pong

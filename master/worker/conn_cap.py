@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import resource
-from typing import Callable
+from typing import Any, Callable
 
 import gevent.event
 
+from ..core.board import FULL
 from ..core.lane import MAX_PER_RECORD
 from .pressure import PressureLog, shared
 
@@ -44,8 +45,10 @@ def descriptor_bound(reserve: int = RESERVE) -> int:
 class ConnectionCap:
     """Counts this worker's open connections against its cap; tells waiters when room comes back."""
 
-    def __init__(self, configured: int, bound: int | None = None, log: PressureLog | None = None) -> None:
+    def __init__(self, configured: int, bound: int | None = None, log: PressureLog | None = None,
+                 board: Any = None) -> None:
         bound = descriptor_bound() if bound is None else bound
+        self.board = board  # the primary reads FULL there: a full worker is not a stalled one
         self.configured = configured
         self.limit = min(configured, bound) if configured else bound  # 0: only the descriptor limit caps it
         self.open = 0
@@ -66,6 +69,8 @@ class ConnectionCap:
         self.open += 1
         if self.open >= self.limit:
             self._room.clear()
+            if self.board is not None:
+                self.board[FULL] = 1
             self.log.warn("full", f"at its cap of {self.limit} connections: new ones wait "
                                   "(in the kernel's queue, or the primary gives them to another worker)")
 
@@ -74,6 +79,8 @@ class ConnectionCap:
         self.open -= 1
         if self.open < self.limit and not self._room.is_set():
             self._room.set()
+            if self.board is not None:
+                self.board[FULL] = 0
             for callback in list(self._on_room):
                 callback()
 

@@ -9,6 +9,17 @@ from ..core.policies import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
 from .server import ClusterServer
 
 
+def server_class(engine: str) -> type:
+    """The server class of an engine (pywsgi: gevent.pywsgi; httptools: ours, on llhttp)."""
+    if engine == "httptools":
+        from .http import HttpServer  # noqa: PLC0415 - only a worker that serves with it loads it
+
+        return HttpServer
+    if engine != "pywsgi":
+        raise ValueError(f"unknown engine {engine!r}: expected pywsgi or httptools")
+    return ClusterServer
+
+
 def open_listener(policy: str, reply: dict[str, Any], fds: list[int], host: str) -> Any:
     """The listener this worker serves on, as its policy says (None for rr)."""
     if policy == SCHED_NONE:
@@ -34,8 +45,9 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     # wsgi.multiprocess also makes pywsgi accept one connection per wake-up (max_accept 1):
     # on a shared socket, a worker that grabbed 100 at once would starve the others.
     environ = {"SERVER_NAME": host, "SERVER_PORT": str(real_port), "wsgi.multiprocess": True}
-    server = ClusterServer(listener if listener is not None else (host, real_port), app, runtime, policy,
-                           access_log=access_log, environ=environ)
+    engine = server_class(runtime.settings.engine)
+    server = engine(listener if listener is not None else (host, real_port), app, runtime, policy,
+                    access_log=access_log, environ=environ)
     server.family = int(reply.get("family") or socket.AF_INET)
     server.peek = bool(reply.get("peek"))
     if listener is not None:

@@ -291,7 +291,7 @@ class ClusterServer(WSGIServer):
         self.lane: LaneReader | None = None  # rr: the handoff lane the primary writes connections into
         self.peek = False  # rr: peek at idempotent first requests (master/worker/retryable_socket.py)
         self.pressure = shared_pressure_log()
-        self.cap = ConnectionCap(self.settings.worker_connections, log=self.pressure)
+        self.cap = ConnectionCap(self.settings.worker_connections, log=self.pressure, board=runtime.board)
         self.taking = True  # False once draining: nothing may restart the accept loop
         self.group = gevent.pool.Pool()  # unbounded; a Pool because servers need its semaphore API
         super().__init__(listener, _instrument(app, runtime), spawn=self.group,

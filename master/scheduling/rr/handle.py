@@ -36,6 +36,7 @@ by a drain deadline, and not at all with retry_idempotent off.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import deque
@@ -53,6 +54,7 @@ MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has ro
 HELD = 32  # copies kept of each worker's latest connections, to rescue what a dying worker took
 # (enough to cover a slow request while many fast ones pass it; a copy costs one descriptor)
 TICK = 0.25  # seconds between checks for stalled workers and parked connections past their timeout
+EMFILE_PAUSE = 0.2  # seconds without accepting after the primary ran out of descriptors
 
 log = logging.getLogger("master.rr")
 
@@ -82,6 +84,7 @@ class RoundRobinHandle(Handle):
         self.stalled: set[int] = set()  # workers that get nothing until they make progress again
         self.stolen = 0  # taken back unread from stalled workers
         self.first_join: float | None = None
+        self.emfile_logged_at = float("-inf")
         self._accepting = False
         self._closed = False
         self.loop.call_later(TICK, self._tick, ref=False)
@@ -142,8 +145,23 @@ class RoundRobinHandle(Handle):
         for _ in range(limit):
             try:
                 pending.append(accept())
-            except OSError:
-                return  # EAGAIN: queue empty; EMFILE or ECONNABORTED: try again on the next readiness
+            except OSError as exc:  # EAGAIN: queue empty; ECONNABORTED: the next readiness tries again
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    self._out_of_descriptors()
+                return
+
+    def _out_of_descriptors(self) -> None:
+        """No descriptor for a new connection: pause accepting (the listener stays readable, and
+        retrying at once would spin); the connections wait in the kernel's queue meanwhile."""
+        if not self._accepting:
+            return
+        now = self.loop.clock()
+        if now - self.emfile_logged_at >= 10.0:
+            self.emfile_logged_at = now
+            log.warning("Out of descriptors accepting connections (EMFILE): pausing %.1f s; they wait in the "
+                        "kernel's queue meanwhile", EMFILE_PAUSE)
+        self._set_accepting(False)
+        self.loop.call_later(EMFILE_PAUSE, self.distribute)
 
     def _on_acceptable(self) -> None:
         self._accept_queued(MAX_QUEUED - len(self.pending))
@@ -156,7 +174,8 @@ class RoundRobinHandle(Handle):
         for worker_id in turns:
             lane, board = self.lanes[worker_id], self.workers[worker_id].board
             unread = lane.unread if lane.pinged else lane.refresh()
-            room = 0 if worker_id in self.stalled or lane.pinged else MAX_IN_FLIGHT - unread
+            full = board is not None and board[fields.FULL]
+            room = 0 if worker_id in self.stalled or lane.pinged or full else MAX_IN_FLIGHT - unread
             if board is None:
                 loads.append(placement.WorkerLoad(unread, 0, 0, room))
                 continue
@@ -289,16 +308,26 @@ class RoundRobinHandle(Handle):
                 log.info("Worker %s is making progress again: it gets connections again",
                          self.workers[worker_id].pid)
             return
-        if not placement.stalled(lane.refresh(), lane.unread_since, lane.progress_at, now):
+        unread = lane.refresh()
+        if board is not None and board[fields.FULL]:
+            # At its cap, not stalled: what still waits in its lane goes to a worker with room.
+            if unread and lane.unread_since is not None and now - lane.unread_since >= placement.STALL_AFTER:
+                self._take_unread(worker_id, "is at its connection cap")
+            return
+        if not placement.stalled(unread, lane.unread_since, lane.progress_at, now):
             return
         self.stalled.add(worker_id)
         lane.heartbeats_seen = board[fields.HEARTBEATS] if board is not None else 0
-        taken = lane.unclaimed()
+        self._take_unread(worker_id, f"is stalled (nothing done for {now - lane.progress_at:.1f} s with "
+                                     "connections waiting)")
+
+    def _take_unread(self, worker_id: int, why: str) -> None:
+        """Take back what waits unread in a worker's lane, for the others."""
+        taken = self.lanes[worker_id].unclaimed()
         self._release_held(worker_id, {peer for _, peer in taken})
         self.stolen += len(taken)
-        log.warning("Worker %s is stalled (nothing done for %.1f s with connections waiting): "
-                    "%d waiting connections go to other workers", self.workers[worker_id].pid,
-                    now - lane.progress_at, len(taken))
+        log.warning("Worker %s %s: %d waiting connections go to other workers", self.workers[worker_id].pid,
+                    why, len(taken))
         self.pending.extendleft(reversed(taken))
 
     def _worker_exited(self, worker: Any, signal: str | None) -> None:

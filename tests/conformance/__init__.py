@@ -1,0 +1,1 @@
+"""HTTP/1.1 conformance of both engines (pywsgi, httptools): framing, limits, timeouts, keep-alive."""
