@@ -47,6 +47,7 @@ def _mixed_targets(runs: list[dict]) -> list[dict]:
     gunicorn = {p: r for (s, p), r in mka.items() if s == "gunicorn"}
     best = max(gunicorn.values(), key=lambda r: r["rps"], default=None)
     sync = gunicorn.get("sync")
+    granian = mka.get(("granian", "wsgi"))
     for (server, policy), r in sorted(mka.items()):
         if server != "pycluster" or best is None:
             continue
@@ -57,7 +58,9 @@ def _mixed_targets(runs: list[dict]) -> list[dict]:
                      "target": f"mixed keep-alive ≥ {TARGET_MIXED_VS_GUNICORN}× gunicorn best, p99 ≤ sync's, "
                                f"none over {MAX_SLOWEST_MS / 1000:.0f} s",
                      "measured": f"{ratio:.2f}× {best['policy']}, p99 {r['p99_ms']} ms (sync "
-                                 f"{sync['p99_ms'] if sync else '–'} ms), slowest {r.get('max_ms')} ms"})
+                                 f"{sync['p99_ms'] if sync else '–'} ms), slowest {r.get('max_ms')} ms"
+                                 + (f"; {r['rps'] / granian['rps']:.2f}× granian (p99 {granian['p99_ms']} ms)"
+                                    if granian else "")})
     locust = {(r["server"], r["policy"]): r for r in _of(runs, "mixed") if r.get("rps")}
     gthread = locust.get(("gunicorn", "gthread"))
     for (server, policy), r in sorted(locust.items()):

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from loadtest import balance_report
+from loadtest import balance_report, engine_report
 
 TARGET_WORK_CEILING = 0.97     # /work at N = CPUs, as a share of N × the in-process ceiling
 # The scheduling-policy issue's goals: rr's spread of new connections, its cost against
@@ -66,9 +66,12 @@ def targets(runs: list[dict], cpus: int, previous: list[dict] | None = None) -> 
             met = r["vs_gunicorn_best"] >= TARGET_VS_GUNICORN and (p99_ratio is None or p99_ratio <= 1.0)
             rows.append({"policy": r["policy"],
                          "target": f"{r['endpoint']} ≥ {TARGET_VS_GUNICORN}× gunicorn best, p99 no worse",
-                         "measured": f"{r['vs_gunicorn_best']:.2f}× {r['gunicorn_best']}, p99 ×{fmt(p99_ratio, 2)}",
+                         "measured": f"{r['vs_gunicorn_best']:.2f}× {r['gunicorn_best']}, p99 ×{fmt(p99_ratio, 2)}"
+                                     + vs_granian(r),
                          "met": met})
-    return rows + policy_targets(runs, cpus) + balance_report.targets(runs, previous)
+    goal_n = 2 if any(r.get("workers") == 2 for r in tput) else cpus
+    return (rows + policy_targets(runs, cpus) + engine_report.targets(runs, goal_n)
+            + balance_report.targets(runs, previous))
 
 
 def policy_targets(runs: list[dict], cpus: int) -> list[dict]:
@@ -96,6 +99,13 @@ def policy_targets(runs: list[dict], cpus: int) -> list[dict]:
             rows.append({"policy": r["policy"], "target": "0 requests lost when a worker is SIGKILLed under load",
                          "measured": f"{r['failures']} of {r['requests']:,}", "met": r["failures"] == 0})
     return rows
+
+
+def vs_granian(run: dict) -> str:
+    """'; 1.22× granian, p99 ×0.84' when granian ran beside it, else ''."""
+    if run.get("vs_granian") is None:
+        return ""
+    return f"; {run['vs_granian']:.2f}× granian, p99 ×{fmt(run.get('p99_vs_granian'), 2)}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -140,11 +150,12 @@ def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "be
             continue
         out += ["", f"## Throughput: {title}", ""]
         out.append(table(
-            ["server", "N", "req/s", "p50 ms", "p99 ms", "scaling eff.", "× gunicorn best", "errors",
-             "master CPU %", "master RSS MB"],
+            ["server", "N", "req/s", "p50 ms", "p99 ms", "scaling eff.", "× gunicorn best", "× granian",
+             "worker µs/req", "errors", "master CPU %", "master RSS MB"],
             [[label(r), r["workers"], fmt(r["rps"]), fmt(r["p50_ms"], 2), fmt(r["p99_ms"], 2),
-              fmt(r.get("scaling_efficiency"), 2), fmt(r.get("vs_gunicorn_best"), 2),
-              fmt(r.get("errors_total")), fmt(r.get("master_cpu_pct"), 1), fmt(r.get("master_rss_mb"), 1)]
+              fmt(r.get("scaling_efficiency"), 2), fmt(r.get("vs_gunicorn_best"), 2), fmt(r.get("vs_granian"), 2),
+              fmt(r.get("worker_cpu_us_per_req"), 0), fmt(r.get("errors_total")), fmt(r.get("master_cpu_pct"), 1),
+              fmt(r.get("master_rss_mb"), 1)]
              for r in sel]))
 
     mixed = of_kind(runs, "mixed")

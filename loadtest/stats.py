@@ -83,6 +83,9 @@ def add_derived(runs: list[dict]) -> list[dict]:
             k = (r["endpoint"], r.get("conn", "keepalive"), r["workers"])
             if r["rps"] > best.get(k, (0, None))[0]:
                 best[k] = (r["rps"], r)
+    # granian, the other peer, beside gunicorn's best: every ratio names both.
+    granian = {(r["endpoint"], r.get("conn", "keepalive"), r["workers"]): r for r in runs
+               if r.get("kind") == "throughput" and r["server"] == "granian" and r.get("rps")}
     for r in runs:
         if r.get("kind") != "throughput":
             continue
@@ -94,4 +97,9 @@ def add_derived(runs: list[dict]) -> list[dict]:
             r["vs_gunicorn_best"] = round(r["rps"] / b[0], 3)
             if r.get("p99_ms") is not None and b[1].get("p99_ms"):
                 r["p99_vs_gunicorn_best"] = round(r["p99_ms"] / b[1]["p99_ms"], 3)
+        g = granian.get((r["endpoint"], r.get("conn", "keepalive"), r["workers"]))
+        if g and r.get("rps") is not None:
+            r["vs_granian"] = round(r["rps"] / g["rps"], 3)
+            if r.get("p99_ms") is not None and g.get("p99_ms"):
+                r["p99_vs_granian"] = round(r["p99_ms"] / g["p99_ms"], 3)
     return runs

@@ -22,7 +22,7 @@ class WorkerSettings:
 
     access_log: bool = False  # a log line per request
     heartbeat_interval: float = 1.0  # seconds between heartbeats to the primary
-    engine: str = "pywsgi"  # the HTTP layer: "pywsgi" (gevent.pywsgi) or "httptools" (ours, on llhttp)
+    engine: str = "httptools"  # the HTTP layer: "pywsgi" (gevent.pywsgi) or "httptools" (ours, on llhttp)
     # Transport limits, the same on every engine (0 turns a timeout or a cap off):
     header_timeout: float = 10.0  # seconds to receive a whole request head, from its first byte
     body_timeout: float = 10.0  # seconds a request body may stall between two reads

@@ -21,7 +21,7 @@ from ..core.settings import WorkerSettings
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 LOG_FORMATS = ("text", "json")
-ENGINES = ("pywsgi", "httptools")
+ENGINES = ("httptools", "pywsgi")
 SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
@@ -169,7 +169,7 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
      "rr: give an idempotent request a SIGKILLed worker was serving to another worker, once (1/0)"),
     ("--batch-scheduling", "BATCH_SCHEDULING", parse_switch, "1",
      "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
-    ("--engine", "ENGINE", _choice(*ENGINES), "pywsgi", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
+    ("--engine", "ENGINE", _choice(*ENGINES), "httptools", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
     ("--fork-template", "FORK_TEMPLATE", parse_switch, "1",
      "fork workers from a process that has imported the app (made anew on every reload), not fresh interpreters (1/0)"),
     ("--header-timeout", "HEADER_TIMEOUT", _seconds, "10", "seconds to receive a request head (0: no limit)"),
@@ -213,7 +213,7 @@ class Config:
     access_log: bool = False
     retry_idempotent: bool = True
     batch_scheduling: bool = True
-    engine: str = "pywsgi"
+    engine: str = "httptools"
     fork_template: bool = True
     header_timeout: float = 10.0
     body_timeout: float = 10.0

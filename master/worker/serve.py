@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 from ..core.net import ListenError, bind_socket, parse_bind
 from ..core.policies import SCHED_NONE, SCHED_REUSEPORT, SCHED_RR
-from .server import ClusterServer
 
 
 def server_class(engine: str) -> type:
@@ -17,6 +16,8 @@ def server_class(engine: str) -> type:
         return HttpServer
     if engine != "pywsgi":
         raise ValueError(f"unknown engine {engine!r}: expected pywsgi or httptools")
+    from .server import ClusterServer  # noqa: PLC0415 - gevent.pywsgi, only where it is chosen
+
     return ClusterServer
 
 

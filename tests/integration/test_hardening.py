@@ -141,7 +141,7 @@ def _one_request(url: str) -> str:
 
 @pytest.mark.parametrize("policy, said", [
     ("shared", "cannot accept (Too many open files)"),
-    ("rr", "out of descriptors (no room for the 1 connections of the next record)"),
+    ("rr", "out of descriptors (no room for the "),  # 1 or 2 connections: records batch as they come
 ])
 def test_a_worker_out_of_descriptors_says_so_and_loses_no_connection(master, policy, said):
     # An app that holds every descriptor its worker may open: new connections cannot be

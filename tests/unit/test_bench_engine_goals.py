@@ -1,5 +1,6 @@
-"""The bench's issue-18 goals (loadtest/bench.py engine_goals) and its granian peer."""
-from loadtest.bench import engine_goals, servers_to_run
+"""The bench's HTTP engine goals (loadtest/engine_report.py) and its granian peer."""
+from loadtest.bench import servers_to_run
+from loadtest.engine_report import targets as engine_goals
 from loadtest.servers import Server
 
 
