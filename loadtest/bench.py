@@ -329,6 +329,9 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     if "capacity" not in plan.skip and n >= 2:
                         runs.append(capacity.crash(srv, plan.capacity_s))
                         progress.step(capacity_line(srv, runs[-1]))
+                except Exception as exc:  # noqa: BLE001 - one server's failure must not lose the whole run
+                    notes.append(f"{server} {policy} with {n} workers stopped mid-run: {type(exc).__name__}: {exc}")
+                    progress.note(f"{server}/{policy} N={n} FAILED MID-RUN ({exc}); its remaining cells skipped")
                 finally:
                     srv.stop()
                     srv.cleanup()
