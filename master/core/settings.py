@@ -32,6 +32,7 @@ class WorkerSettings:
     limit_request_line: int = 8190  # past this: 414
     limit_request_fields: int = 100  # header fields; past this: 431
     max_body_bytes: int = 100 * 1024 * 1024  # past this: 413, and the connection closes
+    time_slice: float = 0.002  # seconds of CPU a computing request keeps before the others get a turn (0: off)
 
     def to_env(self) -> dict[str, str]:
         """The environment entry that carries these settings to a worker."""

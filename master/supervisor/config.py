@@ -184,11 +184,14 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--limit-request-fields", "LIMIT_REQUEST_FIELDS", _count, "100", "header fields; more: 431"),
     ("--max-body-bytes", "MAX_BODY_BYTES", lambda flag, raw: parse_size(raw, flag), "100M",
      "request body; larger: 413 and the connection closes (0: no limit)"),
+    ("--time-slice", "TIME_SLICE", _seconds, "0.002",
+     "seconds of CPU a computing request keeps before the others on its worker get a turn, "
+     "as threads get from the GIL (0: off; master/worker/time_slice.py)"),
 ]
 # Passed to every worker as they are (WorkerSettings has a field of the same name).
 WORKER_FIELDS = ("access_log", "engine", "header_timeout", "body_timeout", "keepalive_timeout",
                  "worker_connections", "max_header_bytes", "limit_request_line", "limit_request_fields",
-                 "max_body_bytes")
+                 "max_body_bytes", "time_slice")
 SHOWN_DEFAULTS = {"--workers": "CPUs", "--control-socket": "per user and port"}
 
 
@@ -223,6 +226,7 @@ class Config:
     limit_request_line: int = 8190
     limit_request_fields: int = 100
     max_body_bytes: int = 100 * 1024 * 1024
+    time_slice: float = 0.002
 
     @property
     def heartbeat_interval(self) -> float:

@@ -26,6 +26,7 @@ from ..core.net import close_fd
 from ..core.procstats import rss_bytes
 from ..core.settings import WorkerSettings
 from .balance import Balancer
+from .time_slice import TimeSlicer
 
 ORPHAN_DRAIN_SECONDS = 1.0  # primary gone: finish what we can quickly, then leave
 
@@ -43,6 +44,7 @@ class WorkerRuntime(EventEmitter):
         self.settings = settings or WorkerSettings()
         self.board = _attach_board()  # live figures the primary reads (master/core/board.py)
         self.balancer = Balancer(self.board)  # asked at every keep-alive request boundary (balance.py)
+        self.slicer = TimeSlicer(self.settings.time_slice)  # engines mark app code; serve() starts it
         self.master_pid = master_pid
         self.sock = socket.socket(fileno=channel_fd)
         self.started = time.monotonic()

@@ -58,5 +58,6 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
             raise ListenError(0, "the primary sent no handoff lane")
         server.take_lane(fds[0])
     runtime.add_server(server)
+    runtime.slicer.install()
     runtime.notify("listening", address=host, port=real_port)
     runtime.wait()

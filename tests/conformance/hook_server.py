@@ -19,6 +19,7 @@ from master.core.board import Board  # noqa: E402
 from master.core.settings import WorkerSettings  # noqa: E402
 from master.worker.balance import KEEP  # noqa: E402
 from master.worker.http import HttpServer  # noqa: E402
+from master.worker.time_slice import TimeSlicer  # noqa: E402
 
 TAKEN = b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\ntaken over\n"
 
@@ -50,6 +51,7 @@ class Runtime:
     def __init__(self, balancer: ScriptedBalancer) -> None:
         self.settings, self.balancer, self.id = WorkerSettings(engine="httptools"), balancer, 1
         self.board = Board.create()
+        self.slicer = TimeSlicer(0)  # the engine marks app code; no timer in this harness
         self.requests = self.in_flight = self.connections = 0
         self.draining = False
 

@@ -200,3 +200,44 @@ def test_a_slow_request_does_not_delay_fast_requests_on_other_connections(master
     finally:
         for conn in conns:
             conn.close()
+
+
+def _served_while_spinning(m: Master) -> tuple[float, float]:
+    """One worker: a request that computes for 1.5 s, then `/` on a second connection.
+
+    How long `/` took, and how long the computing request took."""
+    slow = http.client.HTTPConnection("127.0.0.1", m.port, timeout=10)
+    fast = http.client.HTTPConnection("127.0.0.1", m.port, timeout=10)
+    try:
+        for conn in (slow, fast):  # both connections open and served once, before the slow request
+            conn.request("GET", "/")
+            conn.getresponse().read()
+        began = time.monotonic()
+        slow.request("GET", "/spin?s=1.5")
+        wait_for(lambda: any(w["in_flight"] for w in m.status()["workers"]), timeout=5, what="the slow request")
+        start = time.monotonic()
+        fast.request("GET", "/")
+        answer = fast.getresponse()
+        answer.read()
+        fast_s = time.monotonic() - start
+        assert answer.status == 200
+        done = slow.getresponse()
+        done.read()
+        assert done.status == 200
+        return fast_s, time.monotonic() - began
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_a_computing_request_gives_the_others_on_its_worker_a_turn(master):
+    """Time slices (master/worker/time_slice.py): `/` is answered while /spin still computes."""
+    fast_s, slow_s = _served_while_spinning(master(workers=1))
+    assert fast_s < 0.5  # a few slices, not the 1.5 s the spin lasts
+    assert slow_s >= 1.5
+
+
+def test_without_time_slices_a_computing_request_holds_its_worker(master):
+    """The same with --time-slice 0: `/` waits for the spin (what the slices are for)."""
+    fast_s, _slow_s = _served_while_spinning(master("--time-slice", "0", workers=1))
+    assert fast_s > 1.0

@@ -121,7 +121,10 @@ def test_sigstopped_worker_is_replaced_with_its_stack_in_the_log(master):
 
 
 def test_long_healthy_request_is_not_killed_but_a_stuck_loop_is(master):
-    m = master("--worker-timeout", "1", workers=1)
+    # Without time slices, a request that computes holds the loop: the way to get a stuck loop
+    # here. With them (the default) the same spin yields every slice and the heartbeats go on
+    # (test_a_spinning_request_keeps_its_worker_alive_under_time_slices).
+    m = master("--worker-timeout", "1", "--time-slice", "0", workers=1)
     pid = m.workers()[0]
     response = get(f"{m.url}/sleep?s=3", timeout=10)  # waits on I/O three times the timeout
     assert response.status_code == 200 and int(response.headers["X-Worker-Pid"]) == pid
@@ -130,6 +133,14 @@ def test_long_healthy_request_is_not_killed_but_a_stuck_loop_is(master):
         get(f"{m.url}/spin?s=30", timeout=15)  # hogs the worker's loop: the watchdog kills it
     assert f"Worker {pid} timed out" in m.log()
     wait_for(lambda: len(m.listening_workers()) == 1, timeout=5)
+
+
+def test_a_spinning_request_keeps_its_worker_alive_under_time_slices(master):
+    m = master("--worker-timeout", "1", workers=1)
+    pid = m.workers()[0]
+    response = get(f"{m.url}/spin?s=3", timeout=10)  # three times the timeout, computing all along
+    assert response.status_code == 200 and int(response.headers["X-Worker-Pid"]) == pid
+    assert alive(pid) and "timed out" not in m.log()
 
 
 def test_scale_up_and_down(master):

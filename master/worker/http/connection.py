@@ -290,6 +290,8 @@ class Connection:
         runtime = server.runtime
         began = _monotonic() if server.access_log else 0.0
         runtime.in_flight += 1
+        slicer = runtime.slicer
+        computing = slicer.enter()  # app code may be sliced from here (master/worker/time_slice.py)
         try:
             result = server.app(req.environ, self._start_response)
             try:
@@ -305,6 +307,7 @@ class Connection:
         except Exception:  # noqa: BLE001 - the app's error: a 500, and the worker goes on
             return self._app_error(req)
         finally:
+            slicer.leave(computing)
             runtime.in_flight -= 1
             runtime.requests += 1
         if server.access_log:
