@@ -21,33 +21,25 @@ def hello():
     return f"Hello from worker {os.getpid()}", 200, {"Content-Type": "text/plain; charset=utf-8"}
 
 
-def _spin(rounds):
-    x = 0
-    for _ in range(rounds):
+def burn_cpu(ms):
+    """Spin until this request has used ms milliseconds of CPU."""
+    # thread_time, not process_time: with greenlets or threads, process time also counts the CPU
+    # of every other request. And counted in small steps, because with greenlets other requests can
+    # run on this very thread between two steps (gevent at a wait, pycluster's time slices
+    # anywhere) and advance its clock: a step far longer than the usual one is counted as usual.
+    budget, used, usual, x = ms / 1000.0, 0.0, 0.0, 0
+    last = time.thread_time()
+    while used < budget:
         for i in range(200):
             x += i * i
+        now = time.thread_time()
+        step, last = now - last, now
+        if usual and step > 20 * usual:
+            step = usual  # someone else ran in between
+        else:
+            usual = step if not usual else 0.9 * usual + 0.1 * step
+        used += step
     return x
-
-
-def _rounds_per_ms(sample_ms=20.0):
-    """How many rounds of _spin make a millisecond of this thread's CPU, measured once at import."""
-    _spin(200)  # warm: the first rounds run slower than the rest
-    rounds, start = 0, time.thread_time()
-    while time.thread_time() - start < sample_ms / 1000.0:
-        _spin(50)
-        rounds += 50
-    return max(1, round(rounds / ((time.thread_time() - start) * 1000.0)))
-
-
-# A fixed amount of work per millisecond, not "spin until the clock says so": a server that
-# interleaves requests in one thread (gevent at every wait, pycluster's time slices anywhere) runs
-# other requests' CPU on this thread's clock, so a clock-bound loop would stop early there.
-ROUNDS_PER_MS = _rounds_per_ms()
-
-
-def burn_cpu(ms):
-    """Do ms milliseconds' worth of CPU work (as measured when this module was imported)."""
-    return _spin(ms * ROUNDS_PER_MS)
 
 
 @bp.get("/work")
