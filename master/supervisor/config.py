@@ -99,6 +99,16 @@ def _seconds(flag: str, raw: str) -> float:
     return value
 
 
+MAX_TIME_SLICE = 1.0  # seconds; longer is as good as off, and the kernel's timer has a range
+
+
+def _time_slice(flag: str, raw: str) -> float:
+    value = _seconds(flag, raw)
+    if value > MAX_TIME_SLICE:
+        raise ConfigError(f"invalid {flag} {raw!r}: at most {MAX_TIME_SLICE:g} seconds (0 turns slices off)")
+    return value
+
+
 def _text(_flag: str, raw: str) -> str:
     return raw
 
@@ -184,7 +194,7 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--limit-request-fields", "LIMIT_REQUEST_FIELDS", _count, "100", "header fields; more: 431"),
     ("--max-body-bytes", "MAX_BODY_BYTES", lambda flag, raw: parse_size(raw, flag), "100M",
      "request body; larger: 413 and the connection closes (0: no limit)"),
-    ("--time-slice", "TIME_SLICE", _seconds, "0.002",
+    ("--time-slice", "TIME_SLICE", _time_slice, "0.002",
      "seconds of CPU a computing request keeps before the others on its worker get a turn, "
      "as threads get from the GIL (0: off; master/worker/time_slice.py)"),
 ]
