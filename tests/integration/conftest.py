@@ -154,3 +154,19 @@ def master(tmp_path):
     yield start
     for m in started:
         m.kill_all()
+
+
+@pytest.fixture
+def own(tmp_path):
+    """Make Masters in tmp_path; every one is killed with its workers after the test, pass or fail."""
+    from support import Master
+
+    made: list = []
+
+    def make(*args, **kwargs):
+        made.append(Master(tmp_path, *args, **kwargs))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.kill_all()

@@ -47,19 +47,6 @@ while True:
     conn.close()
 """
 
-@pytest.fixture
-def own(tmp_path):
-    """Make Masters in tmp_path; every one is killed with its workers after the test, pass or fail."""
-    made: list[Master] = []
-
-    def make(*args, **kwargs) -> Master:
-        made.append(Master(tmp_path, *args, **kwargs))
-        return made[-1]
-
-    yield make
-    for m in made:
-        m.kill_all()
-
 
 
 def _nobody(argv: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -13,22 +13,9 @@ import pytest
 import requests
 
 from master.scheduling.rr.handle import HELD
-from support import Master, wait_for
+from support import wait_for
 
 SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
-
-@pytest.fixture
-def own(tmp_path):
-    """Make Masters in tmp_path; every one is killed with its workers after the test, pass or fail."""
-    made: list[Master] = []
-
-    def make(*args, **kwargs) -> Master:
-        made.append(Master(tmp_path, *args, **kwargs))
-        return made[-1]
-
-    yield make
-    for m in made:
-        m.kill_all()
 
 
 
