@@ -56,8 +56,8 @@ def test_a_reload_makes_a_template_of_the_new_code(master, tmp_path):
 def test_a_lost_template_is_made_again_and_workers_start_meanwhile(master):
     m = master(workers=2)
     template = template_figures(m)["pid"]
+    victim = m.workers()[0]  # chosen first: the dying template, a zombie child for a moment, is no worker
     os.kill(template, signal.SIGKILL)
-    victim = m.workers()[0]
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: len(m.listening_workers()) == 2 and victim not in m.listening_workers(), timeout=15,
              what="a replacement without a template")
