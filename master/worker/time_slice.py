@@ -13,7 +13,17 @@ that lands there waits for the next one. The app sees what threads would give it
 interrupted between any two lines of its own code, and the monkey-patched locks make a preempted
 lock holder safe (a greenlet that wants the lock waits for it cooperatively).
 
-The decision is `should_yield`, a pure function; `TimeSlicer` is its wiring to the timer.
+Who yields: a request on a connection that keeps computing. Each keep-alive connection counts
+its streak, how many of its requests in a row used at least a whole slice. A ring makes a request
+yield when its connection's streak has reached STREAK, or when the request itself has used LONG
+slices. So a client that keeps sending 10 ms requests yields to the clients that send 0.1 ms ones,
+as a thread scheduler favours the threads that sleep. And where every client sends the same mix
+(a slow request now and then among fast ones), no client is a computing one, requests finish in
+the order they came, and the slow ones are not stretched by everything that arrives while they
+run: the tail stays FIFO's, the smallest a closed loop can have (docs/SCHEDULING.md#time-slices).
+
+The decisions are `should_yield` and `next_streak`, pure functions; `TimeSlicer` wires them to the
+timer.
 """
 from __future__ import annotations
 
@@ -29,14 +39,36 @@ YIELD_FOR = 1e-6  # sleep(0) would only run callbacks; any timer makes the loop 
 NOT_HERE = ("master.", "gevent", "greenlet")
 
 
-def should_yield(current: Any, in_app: set, module: str) -> bool:
-    """Whether the greenlet the timer interrupted should give the CPU away now.
+STREAK = 3  # requests in a row, each of a slice or more, that make a connection a computing one
+LONG = 5  # slices one request may use before it yields, whatever its connection did before
 
-    It must be serving a request (`in_app`) and be in code that is not ours or gevent's. A ring
-    comes only after a slice of this process's CPU, so a request that yields has either computed
-    for that long or is at most one short yield away from finishing.
+
+class Turn:
+    """One connection's use of the CPU, as the timer saw it."""
+
+    __slots__ = ("streak", "rings")
+
+    def __init__(self) -> None:
+        self.streak = 0  # its last requests in a row that each used a slice or more
+        self.rings = 0  # rings that landed during the request being served now
+
+
+def should_yield(rings: int, streak: int, module: str) -> bool:
+    """Whether a request the timer interrupted should give the CPU away now.
+
+    `rings`: how many rings have landed in this request so far (this one included); `streak`:
+    its connection's, before this request; `module`: where the ring landed. Never in code that
+    is ours or gevent's (not reentrant). The request of a connection that is not a computing one
+    runs on, unless it computes LONG slices by itself.
     """
-    return current in in_app and not module.startswith(NOT_HERE)
+    if module.startswith(NOT_HERE):
+        return False
+    return streak >= STREAK or rings >= LONG
+
+
+def next_streak(streak: int, rings: int) -> int:
+    """A connection's streak once a request that used `rings` slices has finished."""
+    return min(streak + 1, STREAK) if rings else 0
 
 
 class TimeSlicer:
@@ -44,7 +76,7 @@ class TimeSlicer:
 
     def __init__(self, slice_s: float) -> None:
         self.slice_s = slice_s
-        self.in_app: set = set()  # greenlets inside the app for a request right now
+        self.in_app: dict = {}  # greenlet inside the app for a request now -> its connection's Turn
         self.yields = 0  # how many times a request gave the CPU away (for tests and logs)
         self.installed = False
 
@@ -70,20 +102,27 @@ class TimeSlicer:
             signal.signal(signal.SIGPROF, signal.SIG_DFL)
             self.installed = False
 
-    def enter(self) -> Any:
-        """The calling greenlet starts running app code; pass the result to leave()."""
+    def enter(self, turn: Turn) -> Any:
+        """The calling greenlet starts app code for a request on the connection `turn` belongs to;
+        pass the result to leave()."""
         current = getcurrent()
-        self.in_app.add(current)
+        self.in_app[current] = turn
         return current
 
     def leave(self, current: Any) -> None:
-        """That greenlet is done with the app for this request."""
-        self.in_app.discard(current)
+        """That greenlet is done with the app for this request: its connection's streak is updated."""
+        turn = self.in_app.pop(current, None)
+        if turn is not None:
+            turn.streak = next_streak(turn.streak, turn.rings)
+            turn.rings = 0
 
     def _ring(self, _signum: int, frame: Any) -> None:
-        current = getcurrent()
+        turn = self.in_app.get(getcurrent())
+        if turn is None:
+            return
+        turn.rings += 1
         module = frame.f_globals.get("__name__", "") if frame is not None else "master."
-        if not should_yield(current, self.in_app, module):
+        if not should_yield(turn.rings, turn.streak, module):
             return
         self.yields += 1
         gevent.sleep(YIELD_FOR)  # a timer, so the loop polls: what is ready runs, then this request

@@ -24,6 +24,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..balance import HAND_BACK, KEEP
 from ..retryable_socket import IDEMPOTENT
+from ..time_slice import Turn
 from .body import Body
 from .errors import ClientGone, HttpError, error_response
 from .limits import DISCARD_MAX
@@ -67,7 +68,7 @@ class Connection:
                  "parking",
                  "waiting", "ready_bits", "deadline", "idle", "since", "head_since", "writes_watched",
                  "req", "status", "headers", "head_sent", "keep", "chunked", "remaining", "no_body",
-                 "hand_back")
+                 "hand_back", "turn")
 
     def __init__(self, server: Any, sock: Any, peer: Any, handed_over: bool, peek: bool) -> None:
         self.server = server
@@ -95,6 +96,7 @@ class Connection:
         self.headers: list = []
         self.head_sent = self.keep = self.chunked = self.no_body = self.hand_back = False
         self.remaining = -1
+        self.turn = Turn()  # this connection's use of the CPU, for time slices
 
     def no_retry(self) -> None:
         """environ["pycluster.no_retry"](): consume a peeked request now, so it is never served twice."""
@@ -291,7 +293,7 @@ class Connection:
         began = _monotonic() if server.access_log else 0.0
         runtime.in_flight += 1
         slicer = runtime.slicer
-        computing = slicer.enter()  # app code may be sliced from here (master/worker/time_slice.py)
+        computing = slicer.enter(self.turn)  # app code may be sliced from here (master/worker/time_slice.py)
         try:
             result = server.app(req.environ, self._start_response)
             try:
