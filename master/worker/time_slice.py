@@ -14,13 +14,14 @@ interrupted between any two lines of its own code, and the monkey-patched locks 
 lock holder safe (a greenlet that wants the lock waits for it cooperatively).
 
 Who yields: a request on a connection that keeps computing. Each keep-alive connection counts
-its streak, how many of its requests in a row used at least a whole slice. A ring makes a request
-yield when its connection's streak has reached STREAK, or when the request itself has used LONG
-slices. So a client that keeps sending 10 ms requests yields to the clients that send 0.1 ms ones,
-as a thread scheduler favours the threads that sleep. And where every client sends the same mix
-(a slow request now and then among fast ones), no client is a computing one, requests finish in
-the order they came, and the slow ones are not stretched by everything that arrives while they
-run: the tail stays FIFO's, the smallest a closed loop can have (docs/SCHEDULING.md#time-slices).
+its streak: how many of its requests in a row computed (the timer rang at least COMPUTED times
+in each). A ring makes a request yield when its connection's streak has reached STREAK, or when
+the request itself has used LONG slices. So a client that keeps sending 10 ms requests yields to
+the clients that send 0.1 ms ones, as a thread scheduler favours the threads that sleep. And
+where every client sends the same mix (a slow request now and then among fast ones), no client
+is a computing one, requests finish in the order they came, and the slow ones are not stretched
+by everything that arrives while they run: the tail stays FIFO's, the smallest a closed loop can
+have (docs/SCHEDULING.md#time-slices).
 
 The decisions are `should_yield` and `next_streak`, pure functions; `TimeSlicer` wires them to the
 timer.
@@ -39,7 +40,8 @@ YIELD_FOR = 1e-6  # sleep(0) would only run callbacks; any timer makes the loop 
 NOT_HERE = ("master.", "gevent", "greenlet")
 
 
-STREAK = 3  # requests in a row, each of a slice or more, that make a connection a computing one
+STREAK = 3  # requests in a row, each of COMPUTED rings or more, that make a connection a computing one
+COMPUTED = 2  # rings in one request that say it computed (one alone may land in a 0.1 ms request by chance)
 LONG = 5  # slices one request may use before it yields, whatever its connection did before
 
 
@@ -49,7 +51,7 @@ class Turn:
     __slots__ = ("streak", "rings")
 
     def __init__(self) -> None:
-        self.streak = 0  # its last requests in a row that each used a slice or more
+        self.streak = 0  # its last requests in a row that each computed (up to STREAK)
         self.rings = 0  # rings that landed during the request being served now
 
 
@@ -67,8 +69,8 @@ def should_yield(rings: int, streak: int, module: str) -> bool:
 
 
 def next_streak(streak: int, rings: int) -> int:
-    """A connection's streak once a request that used `rings` slices has finished."""
-    return min(streak + 1, STREAK) if rings else 0
+    """A connection's streak once a request the timer rang `rings` times in has finished."""
+    return min(streak + 1, STREAK) if rings >= COMPUTED else 0
 
 
 class TimeSlicer:

@@ -1,7 +1,7 @@
 """When a computing request gives the CPU away (master/worker/time_slice.py): the pure decisions."""
 from greenlet import getcurrent
 
-from master.worker.time_slice import LONG, STREAK, TimeSlicer, Turn, next_streak, should_yield
+from master.worker.time_slice import COMPUTED, LONG, STREAK, TimeSlicer, Turn, next_streak, should_yield
 
 
 def test_a_request_of_a_computing_connection_yields_in_app_code():
@@ -25,12 +25,17 @@ def test_library_code_the_app_calls_may_yield_as_under_threads():
         assert should_yield(1, STREAK, module)
 
 
-def test_a_streak_grows_with_each_request_of_a_slice_or_more_and_a_light_one_ends_it():
+def test_a_streak_grows_with_each_request_that_computed_and_a_light_one_ends_it():
     streak = 0
     for _ in range(STREAK + 2):
-        streak = next_streak(streak, 2)
+        streak = next_streak(streak, COMPUTED)
     assert streak == STREAK  # capped: one light request is enough to end it
     assert next_streak(streak, 0) == 0
+
+
+def test_one_ring_in_a_request_is_chance_not_computing():
+    """A ring may land in a 0.1 ms request; that alone does not extend a streak."""
+    assert next_streak(STREAK - 1, COMPUTED - 1) == 0
 
 
 def test_a_client_that_sends_a_slow_request_now_and_then_never_becomes_a_computing_one():
@@ -51,7 +56,7 @@ def test_leave_records_the_request_on_its_connection():
     slicer, turn = TimeSlicer(0.002), Turn()
     me = slicer.enter(turn)
     assert me is getcurrent() and slicer.in_app[me] is turn
-    turn.rings = 2  # as if the timer had rung twice in this request
+    turn.rings = COMPUTED  # as if the timer had rung twice in this request
     slicer.leave(me)
     assert not slicer.in_app
     assert (turn.streak, turn.rings) == (1, 0)
