@@ -383,7 +383,7 @@ class Arbiter:
         self.restarts[reason] += 1
         self.slot_restarts[worker.slot] += 1
         uptime = self.loop.clock() - worker.started_monotonic
-        delay = self.backoffs.setdefault(worker.slot, Backoff()).next_delay(uptime)
+        delay = self.backoffs.setdefault(worker.slot, Backoff()).next_delay(uptime, worker.ever_listened)
         if delay:
             log.warning("Worker %s died (%s). Starting new worker in %.1f s (crash loop backoff)...",
                         worker.pid, how, delay)

@@ -170,6 +170,17 @@ def test_a_worker_that_stayed_up_earns_a_fresh_start(cluster):
     assert len(started) == 3  # respawned at once again
 
 
+def test_a_worker_killed_after_serving_a_while_is_replaced_at_once_every_time(cluster):
+    c = cluster(workers=1)
+    for n in range(5):
+        c.listen(started[n])
+        c.turn(advance=1.5)  # served for longer than the backoff's stable_after
+        started[n].exit(-signal.SIGKILL)
+        c.turn()
+        assert len(started) == n + 2  # no crash loop backoff: a new worker at once
+    assert c.arbiter.restarts["crash"] == 5
+
+
 def test_an_app_that_cannot_load_halts_with_status_4_and_no_respawn(cluster):
     c = cluster(workers=2)
     for process in started:

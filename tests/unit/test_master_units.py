@@ -24,6 +24,14 @@ def test_backoff_doubles_from_the_second_crash_up_to_the_cap_and_resets():
     assert backoff.next_delay(uptime=1) == 0.1
 
 
+def test_a_worker_that_served_a_while_is_replaced_at_once_however_often_it_dies():
+    """Killed after it had listened for a second or more: not a crash loop, no delay."""
+    backoff = Backoff(initial=0.1, factor=2, cap=1.0, reset_after=30, stable_after=1.0)
+    assert [backoff.next_delay(uptime=2.0, listened=True) for _ in range(10)] == [0.0] * 10
+    assert [backoff.next_delay(uptime=0.5, listened=True) for _ in range(3)] == [0.1, 0.2, 0.4]  # too soon
+    assert [backoff.next_delay(uptime=2.0, listened=False) for _ in range(2)] == [0.8, 1.0]  # never served
+
+
 def test_frames_split_across_reads_keep_their_order_and_descriptors():
     decoder = ipc.FrameDecoder()
     first = ipc.encode(ipc.internal("reply", ack=1, fds=2))
