@@ -147,7 +147,7 @@ def worker_kill(target, timing: Timing) -> dict:
     """
     total = timing.warm + timing.kill_for + timing.tail
     gen = load(target, total)
-    keepalive = LoadGen(getattr(target, "host", HOST), target.port, ["/"], concurrency=KEEPALIVE_CLIENTS,
+    keepalive = LoadGen(getattr(target, "host", HOST), target.port, [KEEPALIVE_PATH], concurrency=KEEPALIVE_CLIENTS,
                         keepalive=True, duration=total, timeout=2.0).start()
     faults, t = [], timing.warm
     while t < timing.warm + timing.kill_for:
@@ -170,6 +170,10 @@ def worker_kill(target, timing: Timing) -> dict:
 
 
 KEEPALIVE_CLIENTS = 8
+# What they ask for: CPU work in the worker, as in make bench's capacity cells. With `/` the clients'
+# own CPU sets the rate on a small machine, and a worker's share follows whichever process the
+# kernel runs, not where the connections are (a 2 s window before any kill had up to 83% on one pid).
+KEEPALIVE_PATH = capacity.PATH
 
 
 def keepalive_capacity(records, t0: float, first_fault: float, last_fault: float) -> dict:

@@ -24,6 +24,7 @@ BUSY_SINCE_NS = 6  # monotonic ns since which the worker has had a request in fl
 SERVED = 7  # requests served, ever
 HEARTBEATS = 8  # bumped by the heartbeat greenlet, which runs only while the worker's loop turns
 FULL = 9  # 1 while the worker is at its connection cap and takes nothing new (not stalled: full)
+KEPT = 10  # open connections kept alive after a response: the clients that stay (what rebalancing spreads)
 FIELDS = 16  # room to grow without changing the page
 SIZE = FIELDS * 8
 ENV = "PYCLUSTER_BOARD_FD"

@@ -2,10 +2,12 @@
 
 Keep-alive clients stay on the worker they first reached. After a crash, a start-up or a
 scale-up, the newcomer would idle while the others carry every connection. Every TICK the
-primary compares the connections each listening worker holds (from the load boards) and, once
-an imbalance has lasted two ticks, asks the heaviest to give up their excess at their next
-request boundaries (SHED_ASKED on the board). A worker under rr hands the idle connection back
-down its lane, and the primary places its next request; under shared or reuseport it answers
+primary compares the keep-alive connections each listening worker holds (KEPT on the load
+boards; connections that serve one request and close are placed as they come, and counting
+them would only add noise) and, once an imbalance has lasted two ticks, asks the heaviest to
+give up their excess at their next request boundaries (SHED_ASKED on the board). A worker under rr hands the idle connection back
+down its lane, and the primary places its next request, never back on a worker over its share
+(placement.place_request); under shared or reuseport it answers
 that request with `Connection: close`, and the client reconnects wherever the kernel sends it.
 No request in flight is ever cut: a connection is only given up between two requests.
 """
@@ -55,7 +57,7 @@ class Rebalancer:
         workers = [w for w in self.listening() if w.board is not None]
         boards = {w.id: w.board for w in workers}
         outstanding = {i: max(0, b[fields.SHED_ASKED] - b[fields.SHED_DONE]) for i, b in boards.items()}
-        plan = shed_plan({i: b[fields.CONNECTIONS] for i, b in boards.items()}, outstanding)
+        plan = shed_plan({i: b[fields.KEPT] for i, b in boards.items()}, outstanding)
         over = {i for i, want in plan.items() if want}
         for worker_id, want in plan.items():
             board = boards[worker_id]

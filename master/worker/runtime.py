@@ -109,6 +109,15 @@ class WorkerRuntime(EventEmitter):
     def connections(self, value: int) -> None:
         self.board.cells[fields.CONNECTIONS] = value
 
+    @property
+    def kept(self) -> int:
+        """Open connections that were kept alive after a response (keep-alive clients)."""
+        return self.board.cells[fields.KEPT]
+
+    @kept.setter
+    def kept(self, value: int) -> None:
+        self.board.cells[fields.KEPT] = value
+
     def start(self) -> None:
         """Start reading the channel and heartbeating; tell the primary we are online."""
         self._greenlets.append(gevent.spawn(self._read_loop))

@@ -55,6 +55,7 @@ class TrackedHandler(WSGIHandler):
         self.accepted_at = time.monotonic()
         self.idle_since: float | None = None  # set while waiting for, or reading, a request head
         self.served = 0  # responses started on this connection
+        self.kept = False  # kept alive after a response: counted on the board as a client that stays
         self.hand_back_next = False
         self.head_budget: int | None = None  # bytes the head's fields may still take
         self.refusal: Refusal | None = None
@@ -66,6 +67,8 @@ class TrackedHandler(WSGIHandler):
             super().handle()
         finally:
             self.server.connections.discard(self)
+            if self.kept:
+                self.server.runtime.kept -= 1
 
     # -- the request head, within its limits ----------------------------------------------
     def handle_one_request(self) -> Any:
@@ -83,6 +86,9 @@ class TrackedHandler(WSGIHandler):
     def read_requestline(self) -> str:
         """Read the request line under the head's deadline (keep-alive: after an idle wait), or give it back."""
         self.idle_since = time.monotonic()
+        if self.served and not self.kept:
+            self.kept = True
+            self.server.runtime.kept += 1
         if self.served and self._given_back_while_idle():
             return ""  # the request loop ends; the connection lives on in the primary
         if self.served:

@@ -52,7 +52,7 @@ class Runtime:
         self.settings, self.balancer, self.id = WorkerSettings(engine="httptools"), balancer, 1
         self.board = Board.create()
         self.slicer = TimeSlicer(0)  # the engine marks app code; no timer in this harness
-        self.requests = self.in_flight = self.connections = 0
+        self.requests = self.in_flight = self.connections = self.kept = 0
         self.draining = False
 
     def made_progress(self) -> None:

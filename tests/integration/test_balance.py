@@ -23,8 +23,9 @@ WORK = "/spin?s=0.004"
 class KeepAliveClients:
     """`count` threads, each one keep-alive connection sending WORK until stopped; every answer recorded."""
 
-    def __init__(self, port: int, count: int = 8) -> None:
+    def __init__(self, port: int, count: int = 8, path: str = WORK) -> None:
         self.port = port
+        self.path = path
         self.answers: list[tuple[float, int, str]] = []  # (time, client, worker pid)
         self.failures: list[tuple[float, int, str]] = []
         self.stop = threading.Event()
@@ -43,7 +44,7 @@ class KeepAliveClients:
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             try:
-                conn.request("GET", WORK)
+                conn.request("GET", self.path)
                 response = conn.getresponse()
                 response.read()
                 pid = response.getheader("X-Worker-Pid", "")
@@ -74,8 +75,8 @@ class KeepAliveClients:
 def clients():
     started: list[KeepAliveClients] = []
 
-    def start(port: int, count: int = 8) -> KeepAliveClients:
-        started.append(KeepAliveClients(port, count).start())
+    def start(port: int, count: int = 8, path: str = WORK) -> KeepAliveClients:
+        started.append(KeepAliveClients(port, count, path).start())
         return started[-1]
 
     yield start
@@ -100,6 +101,56 @@ def test_a_replacement_worker_under_keep_alive_load_serves_its_share_within_3_s(
     assert victim not in {int(p) for p in shares}
     assert len(shares) == 2 and total, shares
     assert max(shares.values()) / total <= 0.65, shares  # the newcomer carries about half
+
+
+class NewConnectionClients:
+    """`count` threads, each sending `/` on a new connection per request until stopped."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port, self.stop = port, threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("GET", "/", headers={"Connection": "close"})
+                conn.getresponse().read()
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+
+def test_keep_alive_clients_are_spread_again_beside_new_connection_traffic(master, clients):
+    """Connections that serve one request and close come and go on both workers; after a kill the
+    keep-alive clients must still end up shared, 3 s on (the decisions that keep the churn from
+    steering them are unit-tested in tests/unit/test_balance_decisions.py)."""
+    m = master(workers=2)
+    load = clients(m.port, count=8, path="/")
+    churn = NewConnectionClients(m.port, 8)
+    try:
+        wait_for(lambda: len(load.shares(0, float("inf"))) == 2, timeout=10, what="both workers answering")
+        victim = m.workers()[0]
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: time.monotonic() >= killed_at + 4, timeout=10, what="4 s after the kill")
+        with load.lock:
+            where = {client: pid for t, client, pid in load.answers if t >= killed_at + 3}  # each one's last worker
+    finally:
+        churn.finish()
+    held = Counter(where.values())
+    assert str(victim) not in held and len(where) == 8, where
+    assert sorted(held.values()) in ([4, 4], [3, 5]), held  # both workers hold keep-alive clients
+    assert load.failures == [] or all(t < killed_at + 1 for t, _, _ in load.failures), load.failures
 
 
 # Not `shared`: there the workers share one accept queue, and whichever turns to it first

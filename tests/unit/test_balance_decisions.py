@@ -11,8 +11,8 @@ from master.scheduling.rr.placement import STALL_AFTER, WorkerLoad, place_new, p
 from master.worker.balance import CLOSE, HAND_BACK, KEEP, Balancer
 
 
-def load(connections=0, busy=0, unread=0, room=16):
-    return WorkerLoad(unread=unread, connections=connections, busy=busy, room=room)
+def load(connections=0, busy=0, unread=0, room=16, kept=0):
+    return WorkerLoad(unread=unread, connections=connections, busy=busy, room=room, kept=kept)
 
 
 def test_equal_loads_take_strict_turns():
@@ -40,6 +40,21 @@ def test_a_request_goes_to_the_least_busy_worker_whatever_the_connections():
     assert place_request([load(busy=1, unread=2), load(busy=2)]) == 1
     assert place_request([load(busy=1), load(busy=1)]) == 0  # a tie goes in turn order
     assert place_request([load(room=0), load(busy=5, room=0)]) is None
+
+
+def test_a_connection_given_up_to_rebalance_does_not_go_back_to_its_over_share_giver():
+    # The giver holds the 8 keep-alive clients and looks least busy (new connections, placed by
+    # count, went to the other): the request still goes to the other worker.
+    survivor, newcomer = load(connections=8, kept=8, busy=0), load(connections=3, kept=0, busy=2, unread=1)
+    assert place_request([survivor, newcomer]) == 0  # without knowing the giver: the least busy
+    assert place_request([survivor, newcomer], giver=0) == 1
+
+
+def test_a_giver_within_its_share_may_get_its_connection_back():
+    # Idle parking (not rebalancing): the least busy worker is the right one, giver or not.
+    assert place_request([load(kept=4, busy=0), load(kept=3, busy=2)], giver=0) == 0
+    # And a giver over its share still serves it when nobody else has room.
+    assert place_request([load(kept=8), load(kept=0, room=0)], giver=0) == 0
 
 
 def test_shed_plan_asks_the_heaviest_for_their_excess():
@@ -89,3 +104,35 @@ def test_the_board_is_shared_memory_between_processes():
         assert board[fields.CONNECTIONS] == 7
     finally:
         board.close()
+
+
+class _Loop:
+    """Just enough of the primary's loop for Rebalancer: timers are recorded, never run."""
+
+    def call_later(self, *_args, **_kwargs):
+        return None
+
+
+class _Worker:
+    def __init__(self, worker_id: int, board: Board) -> None:
+        self.id, self.board = worker_id, board
+
+
+def test_the_rebalancer_spreads_keep_alive_connections_not_every_connection():
+    """8 keep-alive clients on one worker, one-request connections on the other: counting every
+    connection says balanced (8 and 8); the keep-alive ones (KEPT) say 8 and 0."""
+    from master.scheduling.rebalance import Rebalancer
+
+    holder, newcomer = Board.create(), Board.create()
+    try:
+        holder[fields.CONNECTIONS], holder[fields.KEPT] = 8, 8
+        newcomer[fields.CONNECTIONS], newcomer[fields.KEPT] = 8, 0
+        workers = [_Worker(1, holder), _Worker(2, newcomer)]
+        rebalancer = Rebalancer(_Loop(), lambda: workers)
+        rebalancer.tick()
+        assert holder[fields.SHED_ASKED] == 0  # one look is not enough: it must last
+        rebalancer.tick()
+        assert holder[fields.SHED_ASKED] == 4 and newcomer[fields.SHED_ASKED] == 0
+    finally:
+        holder.close()
+        newcomer.close()

@@ -180,7 +180,8 @@ class RoundRobinHandle(Handle):
                 loads.append(placement.WorkerLoad(unread, 0, 0, room))
                 continue
             loads.append(placement.WorkerLoad(unread, board[fields.CONNECTIONS],
-                                              board[fields.IN_FLIGHT] + board[fields.WAITING], room))
+                                              board[fields.IN_FLIGHT] + board[fields.WAITING], room,
+                                              board[fields.KEPT]))
         return loads
 
     def _starting(self) -> bool:
@@ -216,10 +217,12 @@ class RoundRobinHandle(Handle):
         # Backpressure: accept only while the queue has room.
         self._set_accepting(len(pending) < MAX_QUEUED and bool(self.workers or self.persistent))
 
-    def _place_request(self, conn: Conn) -> None:
-        """A parked connection's next request has arrived: the least busy worker serves it."""
+    def _place_request(self, conn: Conn, giver: int | None = None) -> None:
+        """A parked connection's next request has arrived: the least busy worker serves it (the
+        one that gave it up only if it is not over its share)."""
         turns = list(self.turns)
-        index = placement.place_request(self._loads(turns)) if turns and not self._closed else None
+        given_by = turns.index(giver) if giver in turns else None
+        index = placement.place_request(self._loads(turns), given_by) if turns and not self._closed else None
         if index is None or not self._send(turns[index], [conn]):
             self.pending.appendleft(conn)
             self.distribute()
@@ -269,7 +272,7 @@ class RoundRobinHandle(Handle):
         """A worker gave these up between requests: watch them until their next request."""
         self._release_held(worker_id, {peer for _, peer in conns})
         for conn in conns:
-            if self._closed or not self.parking.park(conn):
+            if self._closed or not self.parking.park(conn, worker_id):
                 self.pending.append(conn)
         if self.pending:
             self.distribute()

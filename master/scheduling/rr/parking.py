@@ -20,40 +20,41 @@ MAX_PARKED = 4096
 
 
 class Parking:
-    """Parked connections, watched by the loop; `on_request(conn)` when one has something to read."""
+    """Parked connections, watched by the loop; `on_request(conn, giver)` when one has something to read."""
 
-    def __init__(self, loop: Any, on_request: Callable[[Conn], None], keepalive_timeout: float = 5.0) -> None:
+    def __init__(self, loop: Any, on_request: Callable[[Conn, Any], None], keepalive_timeout: float = 5.0) -> None:
         self.loop = loop
         self.on_request = on_request
         self.keepalive_timeout = keepalive_timeout
-        self.parked: dict[int, tuple[Conn, float]] = {}  # fd -> (connection, when parked)
+        self.parked: dict[int, tuple[Conn, float, Any]] = {}  # fd -> (connection, when parked, who gave it up)
 
     def __len__(self) -> int:
         return len(self.parked)
 
-    def park(self, conn: Conn) -> bool:
-        """Watch `conn` until its next request; False when full (the caller places it at once)."""
+    def park(self, conn: Conn, giver: Any = None) -> bool:
+        """Watch `conn`, given up by worker `giver`, until its next request; False when full (the
+        caller places it at once)."""
         if len(self.parked) >= MAX_PARKED:
             return False
         fd = conn[0]
-        self.parked[fd] = (conn, self.loop.clock())
+        self.parked[fd] = (conn, self.loop.clock(), giver)
         self.loop.add_reader(fd, lambda: self._readable(fd))
         return True
 
     def _readable(self, fd: int) -> None:
-        conn, _since = self.parked.pop(fd)
+        conn, _since, giver = self.parked.pop(fd)
         self.loop.remove_reader(fd)
         if _closed_by_client(fd):
             os.close(fd)
             return
-        self.on_request(conn)
+        self.on_request(conn, giver)
 
     def expire(self) -> int:
         """Close what has been idle longer than the keep-alive timeout; how many were closed."""
         if not self.keepalive_timeout:
             return 0
         deadline = self.loop.clock() - self.keepalive_timeout
-        stale = [fd for fd, (_conn, since) in self.parked.items() if since <= deadline]
+        stale = [fd for fd, (_conn, since, _giver) in self.parked.items() if since <= deadline]
         for fd in stale:
             del self.parked[fd]
             self.loop.remove_reader(fd)
@@ -62,7 +63,7 @@ class Parking:
 
     def close(self) -> list[Conn]:
         """Stop watching; the connections still parked, for the caller to place or close."""
-        conns = [conn for conn, _since in self.parked.values()]
+        conns = [conn for conn, _since, _giver in self.parked.values()]
         for fd in self.parked:
             self.loop.remove_reader(fd)
         self.parked.clear()

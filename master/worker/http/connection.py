@@ -68,7 +68,7 @@ class Connection:
                  "parking",
                  "waiting", "ready_bits", "deadline", "idle", "since", "head_since", "writes_watched",
                  "req", "status", "headers", "head_sent", "keep", "chunked", "remaining", "no_body",
-                 "hand_back", "turn")
+                 "hand_back", "turn", "kept")
 
     def __init__(self, server: Any, sock: Any, peer: Any, handed_over: bool, peek: bool) -> None:
         self.server = server
@@ -97,6 +97,7 @@ class Connection:
         self.head_sent = self.keep = self.chunked = self.no_body = self.hand_back = False
         self.remaining = -1
         self.turn = Turn()  # this connection's use of the CPU, for time slices
+        self.kept = False  # kept alive after a response: counted on the board as a client that stays
 
     def no_retry(self) -> None:
         """environ["pycluster.no_retry"](): consume a peeked request now, so it is never served twice."""
@@ -141,6 +142,9 @@ class Connection:
             if ready:
                 if not self._serve(ready.popleft()):
                     return
+                if not self.kept:
+                    self.kept = True
+                    self.server.runtime.kept += 1
             elif parser.stopped:
                 if parser.error:
                     raise HttpError(parser.error, parser.reason)
@@ -181,6 +185,8 @@ class Connection:
 
     def _finish(self) -> None:
         server = self.server
+        if self.kept:
+            server.runtime.kept -= 1
         server.poller.remove(self)
         sock = self.sock
         if self.handed_over and not self.handed:
