@@ -5,10 +5,11 @@ scale-up, the newcomer would idle while the others carry every connection. Every
 primary compares the keep-alive connections each listening worker holds (KEPT on the load
 boards; connections that serve one request and close are placed as they come, and counting
 them would only add noise) and, once an imbalance has lasted two ticks, asks the heaviest to
-give up their excess at their next request boundaries (SHED_ASKED on the board). A worker under rr hands the idle connection back
-down its lane, and the primary places its next request, never back on a worker over its share
-(placement.place_request); under shared or reuseport it answers
-that request with `Connection: close`, and the client reconnects wherever the kernel sends it.
+give up their excess at their next request boundaries (SHED_ASKED on the board). A worker
+under rr hands the idle connection back down its lane, and the primary places its next
+request, never back on a worker over its share (placement.place_request); under shared or
+reuseport it answers that request with `Connection: close`, and the client reconnects
+wherever the kernel sends it.
 No request in flight is ever cut: a connection is only given up between two requests.
 """
 from __future__ import annotations
