@@ -69,8 +69,16 @@ def _mixed_targets(runs: list[dict]) -> list[dict]:
             p99_ok = r["p99_ms"] is not None and gthread["p99_ms"] is not None and r["p99_ms"] <= gthread["p99_ms"]
             rows.append({"policy": policy, "met": ratio >= TARGET_LOCUST_VS_GTHREAD and p99_ok,
                          "target": f"Locust mixed ≥ {TARGET_LOCUST_VS_GTHREAD}× gunicorn gthread, p99 no higher",
-                         "measured": f"{ratio:.2f}×, p99 {r['p99_ms']:.0f} ms vs {gthread['p99_ms']:.0f} ms"})
+                         "measured": f"{ratio:.2f}×, p99 {r['p99_ms']:.0f} ms vs {gthread['p99_ms']:.0f} ms"
+                                     + _work_split(r, gthread)})
     return rows
+
+
+def _work_split(ours: dict, theirs: dict) -> str:
+    """The CPU-bound share of two Locust runs, when both recorded it (loadtest/mixed.py)."""
+    if ours.get("work_rps") is None or theirs.get("work_rps") is None:
+        return ""
+    return f"; /work {ours['work_rps']:.0f} vs {theirs['work_rps']:.0f} req/s"
 
 
 def _fairness_targets(runs: list[dict]) -> list[dict]:

@@ -58,7 +58,7 @@ class Plan:
     endpoints: tuple[tuple[str, bool], ...] | None = None   # (endpoint, close) at every N; None: the default set
     skip: frozenset[str] = frozenset()                      # of EXTRAS
     wrk_threads: int = 1
-    wrk_cpus: str | None = None                              # taskset CPU list for wrk, e.g. "12-15"
+    wrk_cpus: str | None = None                              # taskset CPU list for the load (wrk, Locust), e.g. "12-15"
     capacity_s: float = 12.0                                 # per capacity timeline (crash, start-up, scale-up)
     mixed_keepalive_s: float = 8.0                           # the mixed keep-alive profile (wrk)
 
@@ -318,7 +318,7 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                                           f"{loss['requests']} failed {loss['by_kind']}")
                     if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")):
                         progress.start(f"{srv.label} N={n} mixed (locust)")
-                        m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s)
+                        m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s, cpus=plan.wrk_cpus)
                         runs.append({"kind": "mixed", "server": server, "policy": policy, "workers": n,
                                      "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
                         progress.step(f"{srv.label:<18} N={n} mixed (locust) {m['rps'] or 0:,.0f} req/s "
@@ -360,8 +360,9 @@ def main(argv=None) -> int:
                         help="seconds of wrk warm-up before each run (default 2, 0 with --quick)")
     parser.add_argument("--connections", type=int, help="wrk connections (default 32)")
     parser.add_argument("--wrk-threads", type=int, help="wrk threads (default 1)")
-    parser.add_argument("--wrk-cpus", help="run wrk under `taskset -c LIST`, e.g. 12-15, to keep it off the "
-                                           "server's CPUs (start the bench itself under taskset for the server's)")
+    parser.add_argument("--load-cpus", "--wrk-cpus", dest="wrk_cpus",
+                        help="run the load generators (wrk and Locust) under `taskset -c LIST`, e.g. 12-15, to keep "
+                             "them off the server's CPUs (start the bench itself under taskset for the server's)")
     parser.add_argument("--skip", help=f"comma-separated extras to leave out: {', '.join(EXTRAS)} "
                                        "(e.g. fairness,loss,mixed for throughput scaling only)")
     parser.add_argument("--docs", default=str(REPO / "docs"), help="where BENCHMARKS.md and bench/ go")
@@ -384,7 +385,7 @@ def main(argv=None) -> int:
         print("wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
     if plan.wrk_cpus and not shutil.which("taskset"):
-        print("--wrk-cpus needs taskset (util-linux)", file=sys.stderr)
+        print("--load-cpus needs taskset (util-linux)", file=sys.stderr)
         return 2
     pairs, notes = servers_to_run(args.only.split(",") if args.only else None)
     for note in notes:
@@ -398,7 +399,8 @@ def main(argv=None) -> int:
         "cpus": cpus, "python": platform.python_version(), "quick": plan.quick,
         "tool": (f"wrk ({plan.wrk_threads} thread{'s' if plan.wrk_threads > 1 else ''}"
                  + (f", on CPUs {plan.wrk_cpus}" if plan.wrk_cpus else "") + ")"
-                 + ("" if "mixed" in plan.skip else " and Locust for the mixed profile")),
+                 + ("" if "mixed" in plan.skip else " and Locust for the mixed profile"
+                    + (f" (on CPUs {plan.wrk_cpus})" if plan.wrk_cpus else ""))),
         "duration_s": plan.duration_s, "warmup_s": plan.warmup_s, "wrk_cpus": plan.wrk_cpus,
         "connections": plan.connections, "workers": list(plan.workers), "notes": notes,
         "elapsed_s": round(time.monotonic() - started, 1), "engine": os.environ.get("ENGINE") or "httptools",

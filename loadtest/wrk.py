@@ -21,8 +21,8 @@ def to_ms(text: str) -> float:
 
 
 def parse(output: str) -> dict:
-    """rps, p50_ms, p99_ms, requests, non2xx and socket errors from `wrk --latency` output."""
-    result = {"rps": None, "p50_ms": None, "p99_ms": None, "requests": 0, "non2xx": 0,
+    """rps, p50_ms, p90_ms, p99_ms, requests, non2xx and socket errors from `wrk --latency` output."""
+    result = {"rps": None, "p50_ms": None, "p90_ms": None, "p99_ms": None, "requests": 0, "non2xx": 0,
               "errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0}}
     if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
         result["rps"] = float(m.group(1))
@@ -32,7 +32,7 @@ def parse(output: str) -> dict:
         result["non2xx"] = int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
         result["errors"] = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
-    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+    for pct, key in (("50", "p50_ms"), ("90", "p90_ms"), ("99", "p99_ms")):
         if m := re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", output, re.MULTILINE):
             result[key] = round(to_ms(m.group(1)), 3)
     if m := re.search(r"^MIXED over_1s=(\d+) over_2s=(\d+) max_us=(\d+)", output, re.MULTILINE):

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from loadtest import bench, report, wrk
+from loadtest import bench, mixed, report, wrk
 
 
 def plan(**overrides):
@@ -79,6 +79,32 @@ def test_wrk_runs_under_taskset_when_cpus_given(monkeypatch):
     wrk.run("http://127.0.0.1:1/", 1, 8)
     assert seen[0][:4] == ["taskset", "-c", "12-15", "wrk"] and seen[0][seen[0].index("-t") + 1] == "4"
     assert seen[1][0] == "wrk"
+
+
+def test_locust_runs_under_taskset_when_cpus_given(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        prefix = cmd[cmd.index("--csv") + 1]
+        with open(f"{prefix}_stats.csv", "w") as f:
+            f.write("Type,Name,Request Count,Failure Count,Requests/s,50%,95%,99%\n"
+                    ",Aggregated,10,0,5.0,1,2,3\n")
+        return subprocess.CompletedProcess(cmd, 0, stdout="", stderr="")
+
+    monkeypatch.setattr(mixed.subprocess, "run", fake_run)
+    assert mixed.run("http://127.0.0.1:1", 2, 1, cpus="12-15")["rps"] == 5.0
+    mixed.run("http://127.0.0.1:1", 2, 1)
+    assert seen[0][:3] == ["taskset", "-c", "12-15"] and seen[0][3:5] == [seen[1][0], "-m"]
+    assert seen[1][1:3] == ["-m", "locust"]
+
+
+def test_load_cpus_is_the_flag_and_wrk_cpus_its_old_name(capsys):
+    for flag in ("--load-cpus", "--wrk-cpus"):
+        with pytest.raises(SystemExit) as exc:
+            bench.main([flag, "12-15", "--workers", "0"])
+        assert exc.value.code == 2
+        assert "positive counts" in capsys.readouterr().err  # the flag itself was understood
 
 
 def test_report_out_dir_holds_everything(tmp_path):

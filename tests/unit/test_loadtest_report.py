@@ -29,7 +29,7 @@ Transfer/sec:      1.18MB
 def test_wrk_parse():
     r = wrk.parse(WRK_OUTPUT)
     assert r["rps"] == 7262.71 and r["requests"] == 7263 and r["non2xx"] == 5
-    assert r["p50_ms"] == 4.21 and r["p99_ms"] == 0.812
+    assert r["p50_ms"] == 4.21 and r["p90_ms"] == 5.46 and r["p99_ms"] == 0.812
     assert r["errors"] == {"connect": 0, "read": 2, "write": 0, "timeout": 1}
 
 
