@@ -89,7 +89,11 @@ def _fairness_targets(runs: list[dict]) -> list[dict]:
 
 
 def _guard(runs: list[dict], previous: list[dict]) -> list[dict]:
-    """Keep-alive `/` throughput and p99 against the previous committed run, per pycluster policy."""
+    """Keep-alive `/` throughput and p99 against the previous committed run, per pycluster policy.
+
+    Judged by the same-run comparison with the previous committed code where the bench made one
+    (loadtest/guard.py: the machine's drift between runs cancels out), else by the committed figures.
+    """
     def pick(source):
         tops = {}
         for r in source:
@@ -99,16 +103,25 @@ def _guard(runs: list[dict], previous: list[dict]) -> list[dict]:
                     tops[r["policy"]] = r
         return tops
     now, before = pick(runs), pick(previous)
+    same_run = {r["policy"]: r for r in _of(runs, "guard")}
+    target = f"guard: keep-alive / within {GUARD:.0%} of the previous run (rate and p99)"
     rows = []
-    for policy, r in sorted(now.items()):
-        old = before.get(policy)
-        if old is None or old["workers"] != r["workers"]:
-            continue
-        rps_ratio, p99_ratio = r["rps"] / old["rps"], (r["p99_ms"] or 0) / (old["p99_ms"] or 1)
-        rows.append({"policy": policy, "met": rps_ratio >= 1 - GUARD and p99_ratio <= 1 + GUARD,
-                     "target": f"guard: keep-alive / within {GUARD:.0%} of the previous run (rate and p99)",
-                     "measured": f"{rps_ratio:.3f}× rate ({r['rps']:,.0f} vs {old['rps']:,.0f}), "
-                                 f"p99 ×{p99_ratio:.2f} ({r['p99_ms']} vs {old['p99_ms']} ms)"})
+    for policy in sorted(set(now) | set(same_run)):
+        r, old, ab = now.get(policy), before.get(policy), same_run.get(policy)
+        committed = None
+        if r is not None and old is not None and old["workers"] == r["workers"]:
+            rps_ratio, p99_ratio = r["rps"] / old["rps"], (r["p99_ms"] or 0) / (old["p99_ms"] or 1)
+            committed = (rps_ratio, p99_ratio, f"{rps_ratio:.3f}× rate ({r['rps']:,.0f} vs {old['rps']:,.0f}), "
+                                               f"p99 ×{p99_ratio:.2f} ({r['p99_ms']} vs {old['p99_ms']} ms)")
+        if ab is not None:
+            measured = (f"same run against {ab['previous_commit'][:8]} ({ab['pairs']} pairs): {ab['rps_ratio']:.3f}× "
+                        f"rate ({ab['rps_now']:,.0f} vs {ab['rps_before']:,.0f}), p99 ×{ab['p99_ratio']:.2f}"
+                        + (f"; against the committed figures: {committed[2]}" if committed else ""))
+            rows.append({"policy": policy, "target": target, "measured": measured,
+                         "met": ab["rps_ratio"] >= 1 - GUARD and ab["p99_ratio"] <= 1 + GUARD})
+        elif committed is not None:
+            rows.append({"policy": policy, "target": target, "measured": committed[2],
+                         "met": committed[0] >= 1 - GUARD and committed[1] <= 1 + GUARD})
     return rows
 
 

@@ -2,13 +2,14 @@
 
 Throughput and latency with wrk on `/`, `/work`, `/count` for workers = 1..CPUs, the mixed profile with
 Locust, fairness per policy, loss when a worker is SIGKILLed, master CPU/RSS, the workers' CPU per
-request, and Flask's in-process ceiling. Writes docs/bench/results.json, docs/bench/*.png and
-docs/BENCHMARKS.md. Loopback only. pycluster's workers serve with the engine ENGINE names
-(pywsgi by default): `ENGINE=httptools make bench` measures the httptools engine.
+request, and Flask's in-process ceiling; then the guard: keep-alive `/` of the code that wrote the
+committed results, run beside the current code in turn (loadtest/guard.py). Writes
+docs/bench/results.json, docs/bench/*.png and docs/BENCHMARKS.md. Loopback only. pycluster's workers
+serve with the engine ENGINE names (httptools by default): `ENGINE=pywsgi make bench` measures pywsgi.
 
 For a scaling run on a bigger machine, narrow it down and write elsewhere, e.g.
 `taskset -c 0-11 python -m loadtest.bench --workers 1,2,4,8,12 --servers pycluster-rr,gunicorn-sync
---endpoints /,/work --skip fairness,loss,mixed --wrk-threads 4 --wrk-cpus 12-15 --out docs/bench/device`.
+--endpoints /,/work --skip fairness,loss,mixed,guard --wrk-threads 4 --load-cpus 12-15 --out docs/bench/device`.
 """
 
 import argparse
@@ -27,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import capacity, fairness, mixed, report, wrk
+from loadtest import capacity, fairness, guard, mixed, report, wrk
 from loadtest.loadgen import LoadGen, kinds
 from loadtest.progress import Progress
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
@@ -35,7 +36,8 @@ from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServe
 from loadtest.stats import add_derived
 
 ENDPOINTS = ("/", "/work", "/count")
-EXTRAS = ("ceiling", "fairness", "loss", "mixed", "mixed-keepalive", "capacity")   # what --skip may leave out
+GUARD_PAIRS, GUARD_PAIRS_QUICK = 3, 1  # alternating runs of the previous committed code and ours, per policy
+EXTRAS = ("ceiling", "fairness", "loss", "mixed", "mixed-keepalive", "capacity", "guard")   # what --skip may leave out
 MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 
 
@@ -264,6 +266,8 @@ def count_steps(pairs, plan: Plan, cpus: int) -> int:
                 steps += 1 if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")) else 0
                 steps += 0 if "mixed-keepalive" in plan.skip else 1
                 steps += 0 if "capacity" in plan.skip or n < 2 else (2 if server == "granian" else 3)
+    if "guard" not in plan.skip:
+        steps += sum(server == "pycluster" for server, _ in pairs)
     return steps
 
 
@@ -337,6 +341,13 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     srv.cleanup()
                 if n == top and n >= 2 and "capacity" not in plan.skip:
                     runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
+        policies = [policy for server, policy in pairs if server == "pycluster"]
+        if "guard" not in plan.skip and policies:
+            pairs_each = GUARD_PAIRS_QUICK if plan.quick else GUARD_PAIRS
+            records, guard_notes = guard.measure(policies, top, redis.url, pairs_each,
+                                                 lambda srv: measure_throughput(srv, "/", plan, False), progress)
+            runs += records
+            notes += guard_notes
     finally:
         progress.close()
         redis.stop()

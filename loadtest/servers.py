@@ -198,6 +198,7 @@ class Server:
     worker_timeout: float = 30.0  # the watchdog: a worker silent this long is replaced
     port: int = 0
     extra_env: dict = field(default_factory=dict)
+    root: Path = REPO            # the tree it runs from (the guard runs the previous commit's beside ours)
     proc: subprocess.Popen | None = None
     log_path: str = ""
 
@@ -237,7 +238,7 @@ class Server:
         log = tempfile.NamedTemporaryFile(prefix=f"bench-{self.server}-{self.policy}-", suffix=".log",
                                           delete=False)
         self.log_path = log.name
-        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), cwd=self.root, env=env, stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         try:

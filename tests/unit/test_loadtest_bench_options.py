@@ -43,13 +43,16 @@ def test_overrides_and_skip():
 
 def test_steps_follow_endpoints_and_skip():
     pairs = [("pycluster", "rr"), ("gunicorn", "sync")]
-    p = plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed,mixed-keepalive,capacity")
+    p = plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed,mixed-keepalive,capacity,guard")
     assert bench.count_steps(pairs, p, 16) == 2 * 5 * 2
+    # the guard: one same-run comparison per pycluster policy
+    assert bench.count_steps(pairs, plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed,mixed-keepalive,"
+                                                                   "capacity"), 16) == 2 * 5 * 2 + 1
     default = bench.make_plan(False, 2, None)
     # ceiling + per pair and N: 3 endpoints + close; at N=2: fairness modes + loss (rr, sync) + mixed,
-    # the mixed keep-alive profile and three capacity timelines
+    # the mixed keep-alive profile and three capacity timelines; the guard for rr
     fair = len(bench.fairness.MODES) + 1
-    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * (1 + 3)
+    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * (1 + 3) + 1
 
 
 def test_servers_accept_dashes_slashes_and_families():
