@@ -11,6 +11,10 @@ for `/work` and nothing else to do for the rest.
   request goes to one process): one queue, like sync's accept queue.
 
     python -m loadtest.queue_shape --runs 2        # about 40 s; prints p50/p90/p99 per mode and run
+    python -m loadtest.queue_shape --work-ms 12 --fast-us 80   # the CPU pycluster's requests take
+
+`--work-ms` and `--fast-us` set the CPU a `/work` and any other request take (the app's `/work?ms=10`
+costs a worker 11–13 ms of CPU in all, and `/` about 80 µs).
 
 Requests are parsed with httptools. This is a measurement fixture, not a server: GET only, no
 request bodies, and a connection's requests may be parsed in either process (wrk sends each
@@ -34,7 +38,6 @@ from loadtest import wrk
 MIXED_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 CONNECTIONS = 32
 SETTLE_S = 0.05  # accept until no new connection came for this long (wrk opens all of them at once)
-WORK_S = 0.010
 
 
 def answer() -> bytes:
@@ -45,6 +48,8 @@ def answer() -> bytes:
 
 def burn(seconds: float) -> None:
     """Spin until this process has used `seconds` of CPU."""
+    if seconds <= 0:
+        return
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
@@ -66,12 +71,14 @@ class Exchange:
         self.url = b""
 
 
-def serve(conns: list[socket.socket], epoll: select.epoll, pooled: bool) -> None:
+def serve(conns: list[socket.socket], epoll: select.epoll, pooled: bool, cost: tuple[float, float]) -> None:
     """One process: answer requests on the connections `epoll` reports, until wrk has closed them all.
 
-    Pooled, only one process learns of a connection's end from the shared set; the other finds it
-    when it looks over its connections after a second without events.
+    `cost`: the CPU seconds of a `/work` and of any other request. Pooled, only one process learns
+    of a connection's end from the shared set; the other finds it when it looks over its connections
+    after a second without events.
     """
+    work_s, fast_s = cost
     reply = answer()
     by_fd = {c.fileno(): c for c in conns}
     exchanges = {fd: Exchange() for fd in by_fd}
@@ -99,8 +106,7 @@ def serve(conns: list[socket.socket], epoll: select.epoll, pooled: bool) -> None
                 except httptools.HttpParserError:
                     exchanges[fd] = Exchange()  # a request split across the two processes: drop it
                 for path in exchange.paths:
-                    if path.startswith(b"/work"):
-                        burn(WORK_S)
+                    burn(work_s if path.startswith(b"/work") else fast_s)
                     conn.sendall(reply)
                 exchange.paths.clear()
             if pooled:
@@ -135,7 +141,7 @@ def accept_all(listener: socket.socket) -> list[socket.socket]:
     return live
 
 
-def server(mode: str, listener: socket.socket) -> None:
+def server(mode: str, listener: socket.socket, cost: tuple[float, float] = (0.010, 0.0)) -> None:
     """Accept wrk's connections, then serve them from two processes, split or pooled."""
     conns = accept_all(listener)
     pooled = mode == "pooled"
@@ -148,20 +154,20 @@ def server(mode: str, listener: socket.socket) -> None:
         pid = os.fork()
         if pid == 0:
             if pooled:
-                serve(conns, shared, True)
+                serve(conns, shared, True, cost)
             else:
                 own = select.epoll()
                 mine = conns[index::2]
                 for conn in mine:
                     own.register(conn.fileno(), select.EPOLLIN)
-                serve(mine, own, False)
+                serve(mine, own, False, cost)
             os._exit(0)
         children.append(pid)
     for pid in children:
         os.waitpid(pid, 0)
 
 
-def measure(mode: str, seconds: float) -> dict:
+def measure(mode: str, seconds: float, cost: tuple[float, float] = (0.010, 0.0)) -> dict:
     """One wrk run of the mixed script against a fresh server in `mode`."""
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -172,7 +178,7 @@ def measure(mode: str, seconds: float) -> dict:
     if pid == 0:
         os.setpgid(0, 0)  # its own group, so one kill ends it and both children
         try:
-            server(mode, listener)
+            server(mode, listener, cost)
         finally:
             os._exit(0)
     listener.close()
@@ -196,15 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.queue_shape", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="runs per mode, alternating (default 2)")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (default 8)")
+    parser.add_argument("--work-ms", type=float, default=10.0, help="CPU per /work request, ms (default 10)")
+    parser.add_argument("--fast-us", type=float, default=0.0, help="CPU per other request, µs (default 0)")
     args = parser.parse_args(argv)
     if not 1 <= args.runs <= 10 or not 1 <= args.duration <= 60:
         parser.error("--runs takes 1 to 10, --duration 1 to 60 seconds")
+    if not 0 <= args.work_ms <= 1000 or not 0 <= args.fast_us <= 100_000:
+        parser.error("--work-ms takes 0 to 1000, --fast-us 0 to 100000")
+    cost = (args.work_ms / 1000, args.fast_us / 1e6)
     if not wrk.available():
         print("wrk is not installed (Debian: apt-get install -y wrk)", file=sys.stderr)
         return 2
     for run in range(1, args.runs + 1):
         for mode in ("split", "pooled"):
-            r = measure(mode, args.duration)
+            r = measure(mode, args.duration, cost)
             print(f"{mode:<7} run {run}: {r['rps']:,.0f} req/s  p50 {r['p50_ms']} ms  p90 {r.get('p90_ms')} ms  "
                   f"p99 {r['p99_ms']} ms", flush=True)
     return 0
