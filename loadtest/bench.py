@@ -309,7 +309,8 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     if server == "pycluster" or policy == "sync":
                         for mode in () if "fairness" in plan.skip else fairness.MODES:
                             progress.start(f"{srv.label} N={n} fairness {mode}")
-                            f = fairness.measure(srv.port, srv.worker_pids(), mode, plan.fairness_requests,
+                            f = fairness.measure(srv.port, srv.worker_pids(), mode,
+                                                 fairness.requests_for(mode, plan.fairness_requests, plan.quick),
                                                  max_seconds=30 if not plan.quick else 8)
                             runs.append({"kind": "fairness", "server": server, "policy": policy, "workers": n, **f})
                             progress.step(f"{srv.label:<18} N={n} fairness {mode:<10} {f['per_worker']} "

@@ -11,6 +11,19 @@ MODES = {
     "concurrent": (16, False),
     "keepalive": (32, True),
 }
+# Keep-alive requests per worker follow how fast each worker answers its 16 connections, and the
+# Python load generator shares the CPUs: over 2,000 requests (0.4 s) a worker that happens to share
+# its CPU with the generator serves 40% though both hold 16 connections (Jain 0.96, measured); over
+# 10,000 (2 s) the kernel has moved them about (0.996-0.9999 in 5 of 5 runs).
+KEEPALIVE_MIN_REQUESTS = 10_000
+
+
+def requests_for(mode: str, requests: int, quick: bool = False) -> int:
+    """How many requests a mode sends: the plan's count, and at least KEEPALIVE_MIN_REQUESTS keep-alive
+    ones outside quick runs."""
+    if mode == "keepalive" and not quick:
+        return max(requests, KEEPALIVE_MIN_REQUESTS)
+    return requests
 
 
 def measure(port: int, worker_pids: list[int], mode: str, requests: int, max_seconds: float) -> dict:
