@@ -124,6 +124,13 @@ def throughput_runs(plan: Plan, n: int) -> list[tuple[str, bool]]:
     return runs
 
 
+def cpu_list_problem(cpus: str) -> str | None:
+    """Why taskset cannot run a program on the CPU list `cpus` here (None: it can), asked before the
+    first measurement rather than found by every load run failing."""
+    proc = subprocess.run(["taskset", "-c", cpus, "true"], capture_output=True, text=True, timeout=10)
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["taskset refused it"])[-1]
+
+
 def cpu_count() -> int:
     """CPUs this process may run on."""
     try:
@@ -399,7 +406,15 @@ def main(argv=None) -> int:
     if plan.wrk_cpus and not shutil.which("taskset"):
         print("--load-cpus needs taskset (util-linux)", file=sys.stderr)
         return 2
+    if plan.wrk_cpus and (problem := cpu_list_problem(plan.wrk_cpus)):
+        print(f"--load-cpus {plan.wrk_cpus!r}: {problem}", file=sys.stderr)
+        return 2
     pairs, notes = servers_to_run(args.only.split(",") if args.only else None)
+    if args.only and not pairs:
+        known = ", ".join(f"{server}-{policy}" for server, policy in servers_to_run(None)[0])
+        print(f"--servers {args.only!r} names no server here: use {known}, or a family (pycluster, gunicorn)",
+              file=sys.stderr)
+        return 2
     for note in notes:
         print(f"note: {note}", flush=True)
     started = time.monotonic()

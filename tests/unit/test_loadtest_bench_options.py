@@ -132,3 +132,18 @@ def test_keep_alive_fairness_sends_enough_requests_to_average_out_the_cpu_sharin
     assert fairness.requests_for("keepalive", 20_000) == 20_000
     assert fairness.requests_for("keepalive", 500, quick=True) == 500
     assert fairness.requests_for("sequential", 2000) == fairness.requests_for("concurrent", 2000) == 2000
+
+
+def test_a_cpu_list_taskset_cannot_use_is_refused_before_anything_runs(capsys):
+    assert bench.cpu_list_problem("0") is None
+    for bad in ("abc", "999999"):
+        assert bench.cpu_list_problem(bad)
+        assert bench.main(["--load-cpus", bad, "--servers", "pycluster-rr"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"--load-cpus {bad!r}: ") and "Traceback" not in err
+
+
+def test_servers_that_name_nothing_are_refused_before_anything_runs(capsys, tmp_path):
+    assert bench.main(["--servers", "x,gunicorn-nope", "--out", str(tmp_path)]) == 2
+    assert "names no server here: use pycluster-rr" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing measured, nothing written
