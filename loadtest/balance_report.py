@@ -114,7 +114,8 @@ def _guard(runs: list[dict], previous: list[dict]) -> list[dict]:
             committed = (rps_ratio, p99_ratio, f"{rps_ratio:.3f}× rate ({r['rps']:,.0f} vs {old['rps']:,.0f}), "
                                                f"p99 ×{p99_ratio:.2f} ({r['p99_ms']} vs {old['p99_ms']} ms)")
         if ab is not None:
-            measured = (f"same run against {ab['previous_commit'][:8]} ({ab['pairs']} pairs): {ab['rps_ratio']:.3f}× "
+            pairs = f"{ab['pairs']} pair" + ("s" if ab["pairs"] != 1 else "")
+            measured = (f"same run against {ab['previous_commit'][:8]} ({pairs}): {ab['rps_ratio']:.3f}× "
                         f"rate ({ab['rps_now']:,.0f} vs {ab['rps_before']:,.0f}), p99 ×{ab['p99_ratio']:.2f}"
                         + (f"; against the committed figures: {committed[2]}" if committed else ""))
             rows.append({"policy": policy, "target": target, "measured": measured,

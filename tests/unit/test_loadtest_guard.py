@@ -73,6 +73,7 @@ def test_the_same_run_comparison_judges_the_guard_and_the_committed_figures_are_
     assert "same run against aaaaaaaa (2 pairs): 0.990×" in rows["rr"]["measured"]
     assert "committed figures: 0.875×" in rows["rr"]["measured"]
     assert not rows["shared"]["met"]  # no same-run comparison: the committed figures judge
-    runs.append(same_run("reuseport", 0.95, 1.0))
+    runs.append({**same_run("reuseport", 0.95, 1.0), "pairs": 1})
     rows = {r["policy"]: r for r in balance_report._guard(runs, previous)}
     assert not rows["reuseport"]["met"] and "committed" not in rows["reuseport"]["measured"]
+    assert "(1 pair):" in rows["reuseport"]["measured"]
