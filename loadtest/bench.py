@@ -38,7 +38,6 @@ from loadtest.stats import add_derived
 ENDPOINTS = ("/", "/work", "/count")
 GUARD_PAIRS, GUARD_PAIRS_QUICK = 3, 1  # alternating runs of the previous committed code and ours, per policy
 EXTRAS = ("ceiling", "fairness", "loss", "mixed", "mixed-keepalive", "capacity", "guard")   # what --skip may leave out
-MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def measure_loss(srv: Server, seconds: float) -> dict:
 def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
     """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest."""
     res = wrk.run(srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus,
-                  script=MIXED_KEEPALIVE_SCRIPT)
+                  script=wrk.MIXED_KEEPALIVE_SCRIPT)
     return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
             "endpoint": "mixed-keepalive", "connections": 32, "duration_s": plan.mixed_keepalive_s,
             "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "max_ms": res.get("max_ms"),

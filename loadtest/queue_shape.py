@@ -29,13 +29,11 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 
 import httptools
 
 from loadtest import wrk
 
-MIXED_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 CONNECTIONS = 32
 SETTLE_S = 0.05  # accept until no new connection came for this long (wrk opens all of them at once)
 
@@ -56,7 +54,7 @@ def burn(seconds: float) -> None:
 
 
 class Exchange:
-    """One connection's parser in one process: counts the requests it completed and which were /work."""
+    """One connection's parser in one process: the targets of the requests it has completed."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -183,7 +181,7 @@ def measure(mode: str, seconds: float, cost: tuple[float, float] = (0.010, 0.0))
             os._exit(0)
     listener.close()
     try:
-        return wrk.run(f"http://127.0.0.1:{port}/", seconds, CONNECTIONS, script=MIXED_SCRIPT)
+        return wrk.run(f"http://127.0.0.1:{port}/", seconds, CONNECTIONS, script=wrk.MIXED_KEEPALIVE_SCRIPT)
     finally:
         deadline = time.monotonic() + 5  # wrk has closed its connections: the server ends by itself
         while time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG) == (0, 0):

@@ -3,8 +3,11 @@
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+# The mixed keep-alive profile's script: every 8th request wrk sends is /work?ms=10, the rest `/`.
+MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
 
 
 def available() -> bool:
