@@ -31,22 +31,27 @@ ENV = "PYCLUSTER_BOARD_FD"
 
 
 class Board:
-    """One worker's record, mapped from a memfd."""
+    """One worker's record, mapped from a memfd (int64 cells; the keep-alive pool's table is one too)."""
 
     __slots__ = ("fd", "_map", "cells", "closed")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, size: int = SIZE) -> None:
         self.fd = fd
-        self._map = mmap.mmap(fd, SIZE)
+        self._map = mmap.mmap(fd, size)
         self.cells = memoryview(self._map).cast("q")
         self.closed = False
+
+    @staticmethod
+    def new_memfd(size: int = SIZE, name: str = "pycluster-board") -> int:
+        """A zeroed memfd of `size` bytes, to map on both sides."""
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        os.ftruncate(fd, size)
+        return fd
 
     @classmethod
     def create(cls) -> "Board":
         """A new zeroed record (the primary makes one per worker and passes its fd down)."""
-        fd = os.memfd_create("pycluster-board", os.MFD_CLOEXEC)
-        os.ftruncate(fd, SIZE)
-        return cls(fd)
+        return cls(cls.new_memfd())
 
     def __getitem__(self, field: int) -> int:
         return self.cells[field]

@@ -112,6 +112,7 @@ class Arbiter:
             self.handle = self.primary.listen(self.cfg.bind, backlog=self.cfg.backlog)
             self.handle.retry_idempotent = self.cfg.retry_idempotent  # rr reads these; others ignore them
             self.handle.keepalive_timeout = self.cfg.keepalive_timeout
+            self.handle.keepalive_pool = self.cfg.keepalive_pool and self.cfg.engine == "httptools"
             self.handle.expect(self.target)
         except ListenError as exc:
             log.error("%s", exc.strerror)
@@ -478,6 +479,8 @@ class Arbiter:
                 "fork_template": self.templates.figures() if self.templates else None,
                 # rr: idle keep-alive connections the master holds between requests
                 "parked": len(self.handle.parking) if getattr(self.handle, "parking", None) is not None else 0,
+                # rr with the keep-alive pool: connections waiting in it for their next request
+                "pooled": len(self.handle.pool) if getattr(self.handle, "pool", None) is not None else 0,
             },
             "workers": workers,
         }

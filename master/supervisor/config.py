@@ -177,6 +177,9 @@ OPTIONS: list[tuple[str, str, Callable[[str, str], Any], str | None, str]] = [
     ("--access-log", "ACCESS_LOG", parse_switch, "0", "log every request from the workers (1/0)"),
     ("--retry-idempotent", "RETRY_IDEMPOTENT", parse_switch, "1",
      "rr: give an idempotent request a SIGKILLed worker was serving to another worker, once (1/0)"),
+    ("--keepalive-pool", "KEEPALIVE_POOL", parse_switch, "1",
+     "rr with the httptools engine: keep-alive connections wait for their next request in one readiness "
+     "set all workers share, so a free worker serves it (1/0; master/core/pool.py)"),
     ("--batch-scheduling", "BATCH_SCHEDULING", parse_switch, "1",
      "Linux: run the master (not its workers) as SCHED_BATCH, so it hands connections over in batches (1/0)"),
     ("--engine", "ENGINE", _choice(*ENGINES), "httptools", f"the workers' HTTP layer: {' | '.join(ENGINES)}"),
@@ -225,6 +228,7 @@ class Config:
     backlog: int = 2048
     access_log: bool = False
     retry_idempotent: bool = True
+    keepalive_pool: bool = True
     batch_scheduling: bool = True
     engine: str = "httptools"
     fork_template: bool = True

@@ -69,6 +69,16 @@ class ClusterCollector(Collector):
         master_cpu = CounterMetricFamily("pycluster_master_cpu_seconds", "CPU time used by the master")
         master_cpu.add_metric([], master["cpu_seconds"])
         yield master_cpu
+        yield _held(master)
+
+
+def _held(master: dict) -> GaugeMetricFamily:
+    held = GaugeMetricFamily("pycluster_keepalive_connections_held",
+                             "rr: keep-alive connections the master holds between requests, by where",
+                             labels=["where"])
+    held.add_metric(["pool"], master.get("pooled", 0))  # in the pool the workers share (master/core/pool.py)
+    held.add_metric(["parked"], master.get("parked", 0))  # watched by the master itself
+    return held
 
 
 def metrics_route(arbiter: Any) -> Callable[[], tuple[int, str, bytes]]:

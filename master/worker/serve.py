@@ -56,7 +56,7 @@ def serve(app: Callable, bind: str, runtime: Any, *, access_log: bool = False) -
     elif policy == SCHED_RR:
         if not fds:
             raise ListenError(0, "the primary sent no handoff lane")
-        server.take_lane(fds[0])
+        server.take_lane(fds[0], fds[1:], reply)
     runtime.add_server(server)
     runtime.slicer.install()
     runtime.notify("listening", address=host, port=real_port)

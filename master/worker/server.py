@@ -21,6 +21,7 @@ import gevent.pool
 from gevent.pywsgi import _BAD_REQUEST_RESPONSE, WSGIHandler, WSGIServer, _InvalidClientInput
 from gevent.socket import wait_read
 
+from ..core.net import close_fd
 from .balance import CLOSE, HAND_BACK, KEEP
 from .conn_cap import ConnectionCap
 from .lane_reader import LaneReader
@@ -390,8 +391,11 @@ class ClusterServer(WSGIServer):
         self.cap.opened()
         self.group.spawn(self.handle, sock, peer, True)
 
-    def take_lane(self, fd: int) -> None:
-        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap."""
+    def take_lane(self, fd: int, pool_fds: list[int] | None = None, reply: dict | None = None) -> None:
+        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap.
+        This engine takes no part in the keep-alive pool (the primary keeps one for httptools only)."""
+        for extra in pool_fds or ():
+            close_fd(extra)
         self.lane = LaneReader(fd, self.accept_fd, lambda: self.runtime.draining, self.runtime.made_progress,
                                cap=self.cap, log=self.pressure)
         self.runtime.balancer.lane = self.lane

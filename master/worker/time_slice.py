@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import signal
+import time
 from typing import Any
 
 import gevent
@@ -68,6 +69,11 @@ def should_yield(rings: int, streak: int, module: str) -> bool:
     return streak >= STREAK or rings >= LONG
 
 
+def computing_client(turn: Turn) -> bool:
+    """Whether a connection's last requests all computed: its requests yield at every ring."""
+    return turn.streak >= STREAK
+
+
 def next_streak(streak: int, rings: int) -> int:
     """A connection's streak once a request the timer rang `rings` times in has finished."""
     return min(streak + 1, STREAK) if rings >= COMPUTED else 0
@@ -80,6 +86,7 @@ class TimeSlicer:
         self.slice_s = slice_s
         self.in_app: dict = {}  # greenlet inside the app for a request now -> its connection's Turn
         self.yields = 0  # how many times a request gave the CPU away (for tests and logs)
+        self.computed_at = float("-inf")  # monotonic time a request was last seen computing (COMPUTED rings)
         self.installed = False
 
     def install(self) -> bool:
@@ -123,6 +130,8 @@ class TimeSlicer:
         if turn is None:
             return
         turn.rings += 1
+        if turn.rings == COMPUTED:
+            self.computed_at = time.monotonic()
         module = frame.f_globals.get("__name__", "") if frame is not None else "master."
         if not should_yield(turn.rings, turn.streak, module):
             return

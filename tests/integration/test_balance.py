@@ -193,8 +193,9 @@ def _connects(port: int) -> bool:
         return False
 
 
-def test_rebalancing_after_a_scale_up_never_fails_a_request(master, clients):
-    m = master(workers=2)
+@pytest.mark.parametrize("pool", ["1", "0"])
+def test_rebalancing_after_a_scale_up_never_fails_a_request(master, clients, pool):
+    m = master("--keepalive-pool", pool, workers=2)
     load = clients(m.port, count=9)
     wait_for(lambda: len(load.shares(0, float("inf"))) == 2, timeout=10, what="both workers answering")
     assert m.ctl("scale", "3").returncode == 0
@@ -202,7 +203,10 @@ def test_rebalancing_after_a_scale_up_never_fails_a_request(master, clients):
     shares = busy_pids(load, scaled_at + 3, scaled_at + 5)
     assert len(shares) == 3, shares
     assert max(shares.values()) / sum(shares.values()) <= 0.45, shares
-    assert sum(w["shed"] for w in m.status()["workers"]) >= 2  # connections were moved, not just new ones
+    if pool == "1":  # the requests compute, so kept connections wait in the pool, which the new worker takes from
+        assert m.status()["master"]["pooled"] >= 2
+    else:  # connections were moved, not just new ones
+        assert sum(w["shed"] for w in m.status()["workers"]) >= 2
     load.finish()
     assert load.failures == []
 
@@ -229,14 +233,18 @@ def test_a_stalled_worker_stops_receiving_connections_and_what_it_held_is_served
     wait_for(lambda: "making progress again" in m.log(), timeout=10, what="the stalled worker back")
 
 
-def test_a_slow_request_does_not_delay_fast_requests_on_other_connections(master):
-    m = master(workers=2)
+@pytest.mark.parametrize("pool", ["1", "0"])
+def test_a_slow_request_does_not_delay_fast_requests_on_other_connections(master, pool):
+    """Idle keep-alive connections wait in the keep-alive pool (or, without it, parked in the
+    master); either way their next requests go to the worker that is free."""
+    m = master("--keepalive-pool", pool, workers=2)
     conns = [http.client.HTTPConnection("127.0.0.1", m.port, timeout=10) for _ in range(4)]
+    held = "pooled" if pool == "1" else "parked"
     try:
         for conn in conns:  # each connection serves a request, then idles
             conn.request("GET", "/")
             conn.getresponse().read()
-        wait_for(lambda: m.status()["master"]["parked"] == 4, timeout=5, what="the idle connections parked")
+        wait_for(lambda: m.status()["master"][held] == 4, timeout=5, what=f"the idle connections {held}")
         slow, fast = conns[0], conns[1:]
         slow.request("GET", "/spin?s=2")  # 2 s of CPU: its worker's loop is blocked all along
         wait_for(lambda: any(w["in_flight"] for w in m.status()["workers"]), timeout=5, what="the slow request")

@@ -48,6 +48,7 @@ from ..base import STARTUP_WAIT, Handle, Reply
 from . import placement, rescue, tcp_state
 from .lane import Lane
 from .parking import Parking
+from .pool import Pool
 
 MAX_QUEUED = 128  # accepted but not yet handed over; past this the kernel backlog holds them
 MAX_IN_FLIGHT = 16  # connections a worker may leave unread while another has room; then we wait
@@ -65,6 +66,7 @@ class RoundRobinHandle(Handle):
     policy = "rr"
     retry_idempotent = True  # the arbiter sets it from --retry-idempotent before any worker asks
     keepalive_timeout = 5.0  # ... and this from --keepalive-timeout (parked connections obey it)
+    keepalive_pool = False  # ... and this from --keepalive-pool (master/core/pool.py)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +83,7 @@ class RoundRobinHandle(Handle):
         self.retried = 0  # idempotent requests a killed worker was serving, given to another
         self.retried_peers: set[Any] = set()  # ... whose connections we still hold: never twice
         self.parking = Parking(self.loop, self._place_request, self.keepalive_timeout)
+        self.pool: Pool | None = None  # made when the first worker asks, once keepalive_pool is known
         self.stalled: set[int] = set()  # workers that get nothing until they make progress again
         self.stolen = 0  # taken back unread from stalled workers
         self.first_join: float | None = None
@@ -98,8 +101,14 @@ class RoundRobinHandle(Handle):
         self.turns.append(worker.id)
         self.loop.add_reader(lane.ours.fileno(), lambda: self._on_lane_readable(worker.id, lane))
         worker.once("exit", lambda _code, signal: self._worker_exited(worker, signal))
-        reply(fds=[lane.theirs.fileno()], ok=True, policy=self.policy, port=self.port,
-              family=int(self.sock.family), peek=self.retry_idempotent)
+        fds, pooled = [lane.theirs.fileno()], {}
+        if self.keepalive_pool and self.pool is None and not self._closed:
+            self.pool = Pool(self.loop)
+        if self.pool is not None:
+            pool_fds, pooled = self.pool.join(worker.id)
+            fds += pool_fds
+        reply(fds=fds, ok=True, policy=self.policy, port=self.port,
+              family=int(self.sock.family), peek=self.retry_idempotent, **pooled)
         if self.first_join is None:
             self.first_join = self.loop.clock()
             self.loop.call_later(STARTUP_WAIT, self.distribute)
@@ -128,6 +137,8 @@ class RoundRobinHandle(Handle):
         self._accept_queued(4096)
         super().close()
         self.pending.extend(self.parking.close())
+        if self.pool is not None:
+            self.pending.extend(self.pool.close())
         self.distribute()
 
     # -- accepting --------------------------------------------------------------------------
@@ -271,6 +282,8 @@ class RoundRobinHandle(Handle):
     def _park(self, worker_id: int, conns: list[Conn]) -> None:
         """A worker gave these up between requests: watch them until their next request."""
         self._release_held(worker_id, {peer for _, peer in conns})
+        if self.pool is not None and not self._closed:
+            conns = self.pool.add(conns)  # what does not fit is parked
         for conn in conns:
             if self._closed or not self.parking.park(conn, worker_id):
                 self.pending.append(conn)
@@ -292,6 +305,9 @@ class RoundRobinHandle(Handle):
             return
         self.parking.keepalive_timeout = self.keepalive_timeout
         self.parking.expire()
+        if self.pool is not None:
+            self.pool.keepalive_timeout = self.keepalive_timeout
+            self.pool.tick()
         now = self.loop.clock()
         for worker_id in list(self.turns):
             self._check_stall(worker_id, now)
@@ -354,6 +370,8 @@ class RoundRobinHandle(Handle):
         # Our copies of what it read: the ones above are the same connections (same peer).
         rescued, retried, lost = self._release_held(worker.id, {peer for _, peer in returned + unclaimed},
                                                     dead=True, retry=retry)
+        if self.pool is not None:
+            self.pool.leave(worker.id)
         self.refused += len(returned)
         self.recovered += len(unclaimed) + len(rescued)
         moved = len(returned) + len(unclaimed) + len(rescued)

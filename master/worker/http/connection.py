@@ -24,7 +24,7 @@ from greenlet import GreenletExit, getcurrent, greenlet
 
 from ..balance import HAND_BACK, KEEP
 from ..retryable_socket import IDEMPOTENT
-from ..time_slice import Turn
+from ..time_slice import Turn, computing_client
 from .body import Body
 from .errors import ClientGone, HttpError, error_response
 from .limits import DISCARD_MAX
@@ -68,7 +68,7 @@ class Connection:
                  "parking",
                  "waiting", "ready_bits", "deadline", "idle", "since", "head_since", "writes_watched",
                  "req", "status", "headers", "head_sent", "keep", "chunked", "remaining", "no_body",
-                 "hand_back", "turn", "kept")
+                 "hand_back", "turn", "kept", "pool", "taken", "released")
 
     def __init__(self, server: Any, sock: Any, peer: Any, handed_over: bool, peek: bool) -> None:
         self.server = server
@@ -98,6 +98,9 @@ class Connection:
         self.remaining = -1
         self.turn = Turn()  # this connection's use of the CPU, for time slices
         self.kept = False  # kept alive after a response: counted on the board as a client that stays
+        self.pool: Any = None  # the keep-alive pool's intake, for a pooled connection (pool_intake.py)
+        self.taken = False  # pooled: the set reported it to us and we serve it until it is idle again
+        self.released = False  # pooled: idle at a boundary, to be re-armed in the set as the greenlet ends
 
     def no_retry(self) -> None:
         """environ["pycluster.no_retry"](): consume a peeked request now, so it is never served twice."""
@@ -106,6 +109,20 @@ class Connection:
 
     def _body(self, req: Request) -> Body:
         return Body(self, req)
+
+    def take(self, woke: Any) -> None:
+        """Pooled: the shared set reported this connection to us; serve it until it is idle again."""
+        server = self.server
+        self.taken = True
+        server.runtime.connections += 1
+        server.cap.opened()
+        self.idle, self.since, self.head_since, self.deadline = True, _monotonic(), 0.0, 0.0
+        self.start(woke)
+
+    def forget(self) -> None:
+        """Pooled and idle here: the connection ended elsewhere, so close our descriptor of it."""
+        self.sock.close()
+        self.parser = self.req = None
 
     def start(self, woke: Any) -> None:
         """Serve in an idle runner greenlet, or a new one (called in the hub, at the first event)."""
@@ -142,6 +159,9 @@ class Connection:
             if ready:
                 if not self._serve(ready.popleft()):
                     return
+                if self.hand_back and self.pool is not None and self._idle_here():
+                    self.released = True  # back in the set: its next request goes to a free worker
+                    return
                 if not self.kept:
                     self.kept = True
                     self.server.runtime.kept += 1
@@ -153,11 +173,19 @@ class Connection:
                 woke = self._receive(self._next_deadline())
                 if woke is EXPIRED and self.parking:  # idle past park_after: the primary places what comes next
                     self.parking = False
+                    if self.pool is not None:
+                        self.released = True  # pooled: back in the set, which does the same
+                        return
                     if self._give_back():
                         return
                     woke = self._receive(self._idle_deadline())
                 if woke is not True:  # closed, reset, or out of time (a late head is closed quietly, as
                     return  # pywsgi, gunicorn and nginx do: answering would only feed a slow reader)
+
+    def _idle_here(self) -> bool:
+        """Nothing of a next request has reached us (what the kernel holds, the set reports)."""
+        parser = self.parser
+        return not parser.ready and parser.current is None and not parser.in_head and not self.ready_bits & READ_WAIT
 
     def _next_deadline(self) -> float:
         """When the wait for the next bytes ends: head, body being dropped, or idle keep-alive."""
@@ -187,20 +215,41 @@ class Connection:
         server = self.server
         if self.kept:
             server.runtime.kept -= 1
+            self.kept = False
         server.poller.remove(self)
+        pool = self.pool
+        if pool is not None:
+            self.taken = self.writes_watched = False
+            if self.released:
+                self.released = False
+                self.greenlet = None
+                if pool.release(self):
+                    self.req = None
+                    server.connection_closed(self)  # one fewer being served here; it stays open
+                    return
         sock = self.sock
         if self.handed_over and not self.handed:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # not connected any more
+        if pool is not None:
+            pool.ended(self)
         sock.close()  # handed back: only our descriptor closes, the primary holds its own
         self.parser = self.req = self.greenlet = None  # the environ template refers back to us
         server.connection_closed(self)
 
     # -- reading ----------------------------------------------------------------------------
+    def _watched(self) -> None:
+        """Pooled: readiness comes from our own poller while we wait on the client (only then)."""
+        poller = self.server.poller
+        if poller.conns.get(self.fd) is not self:
+            poller.add(self)
+
     def _wait(self, mask: int, deadline: float) -> Any:
         """Wait for `mask` on the socket; True, or EXPIRED once `deadline` (0: none) has passed."""
+        if self.pool is not None:
+            self._watched()
         self.deadline = deadline
         self.waiting = mask
         events = _switch(self.hub)
@@ -322,7 +371,8 @@ class Connection:
             server.log_access(req.environ, self.status, _monotonic() - began)
         if not req.complete and self.parser.stopped:  # its body broke off, and the app answered: close
             return False
-        if self.hand_back and self.keep and not self.parser.ready and self.parser.current is None:
+        if self.hand_back and self.keep and self.pool is None and not self.parser.ready \
+                and self.parser.current is None:
             return not self._give_back()  # False: the balancer would not take it, so we go on
         return self.keep
 
@@ -423,7 +473,18 @@ class Connection:
         return req.length > 0 and req.length - req.received <= DISCARD_MAX
 
     def _boundary(self) -> bool:
-        """Ask the balancer (master/worker/balance.py) whether this connection goes on here."""
+        """Ask the balancer (master/worker/balance.py) whether this connection goes on here.
+
+        While this worker has lately served requests that compute (so a request may wait behind
+        one here while another worker is free), a kept connection goes into the keep-alive pool
+        instead (master/core/pool.py): handed back to the primary once, re-armed in the set once
+        pooled. Otherwise it stays, as it would without the pool: that costs nothing per request.
+        A computing client's connection stays too: its requests are the ones others should not
+        wait behind, and time slices already let the others pass them here.
+        """
+        if self.server.pooling_now() and not computing_client(self.turn):
+            self.hand_back = True
+            return True
         verdict = self.server.runtime.balancer.at_boundary()
         if verdict == KEEP:
             return True
@@ -481,6 +542,8 @@ class Connection:
     def _send_rest(self, data: memoryview, sent: int) -> None:
         if not self.writes_watched:
             self.writes_watched = True
+            if self.pool is not None:
+                self._watched()
             self.server.poller.watch_writes(self)
         timeout = self.server.limits.body_timeout  # a client that stops reading stalls like one that stops sending
         while sent < len(data):

@@ -25,9 +25,11 @@ from .limits import Limits
 from .parse import READ_SIZE
 from .body import NO_BODY
 from .poller import Poller
+from .pool_intake import PoolIntake
 
 POLL = 0.02  # seconds between two looks at the open connections while draining
 SWEEP_MIN, SWEEP_MAX = 0.02, 0.25  # bounds on the sweep's period (a tenth of the shortest timeout)
+POOL_FOR = 1.0  # seconds after a request that computed during which kept connections go into the pool
 
 
 def base_environ(extra: dict | None) -> dict:
@@ -66,6 +68,7 @@ class HttpServer:
         self.listener = None if isinstance(listener, tuple) else listener  # rr: an address, never bound here
         self.intake: ListenerIntake | None = None
         self.lane: LaneReader | None = None  # rr: the handoff lane the primary writes connections into
+        self.pool_intake: PoolIntake | None = None  # rr with the keep-alive pool (master/core/pool.py)
         self.started = False
 
     def _sweep_period(self, park_after: float | None) -> float:
@@ -90,9 +93,13 @@ class HttpServer:
         self.intake.start()
         self._settle()
 
-    def take_lane(self, fd: int) -> None:
-        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap."""
+    def take_lane(self, fd: int, pool_fds: list[int] | None = None, reply: dict | None = None) -> None:
+        """rr: serve what the primary writes into our handoff lane (master/core/lane.py), within the cap,
+        and what the keep-alive pool reports to us, when the primary keeps one."""
         runtime = self.runtime
+        if pool_fds and len(pool_fds) == 3 and reply and reply.get("pool_slots"):
+            self.pool_intake = PoolIntake(self, pool_fds, int(reply["pool_base"]), int(reply["pool_slots"]),
+                                          self._pooled_connection)
         self.lane = LaneReader(fd, self.accept_fd, lambda: runtime.draining, runtime.made_progress,
                                cap=self.cap, log=self.pressure)
         runtime.balancer.lane = self.lane  # hand-backs go up it (master/worker/balance.py)
@@ -104,6 +111,18 @@ class HttpServer:
         """rr: serve what the lane holds right now (the runtime calls this before draining)."""
         if self.lane is not None:
             self.lane.read_now()
+
+    def _pooled_connection(self, sock: Any, peer: Any) -> Connection:
+        if self.family != socket.AF_UNIX:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # set on the connection, for all
+            except OSError:
+                pass
+        # Never peeked at: only a connection's first request is retried (connection.py), and that
+        # one was served before the connection came into the pool.
+        conn = Connection(self, sock, peer, True, False)
+        conn.pool = self.pool_intake
+        return conn
 
     def _accepted(self, fd: int, address: Any) -> None:
         self._open(fd, address, False, False)
@@ -141,18 +160,32 @@ class HttpServer:
     def stop_taking_connections(self) -> None:
         """Take no new connections (rr: the lane sends handoffs back while draining)."""
         self.poller.draining = True  # keep-alive connections idle for a moment now close
+        if self.pool_intake is not None:
+            self.pool_intake.stop()
         if self.policy != SCHED_RR and isinstance(self.intake, ListenerIntake):
             self.intake.stop()
 
     def wait_idle(self, deadline: float | None = None) -> None:
         """Wait until every connection has ended; past the deadline, close those waiting on a client."""
         self.poller.draining = True
-        while self.poller.conns:
+        while self.poller.conns or self._serving_pooled():
             if deadline is not None and time.monotonic() >= deadline:
                 self.poller.closing = True  # the next sweep expires everything that waits on a client
                 gevent.sleep(2 * SWEEP_MAX)
                 break
             gevent.sleep(POLL)
+
+    def pooling_now(self) -> bool:
+        """Whether kept connections go into the keep-alive pool now: while this worker has served a
+        request that computed within POOL_FOR (with time slices off, always)."""
+        if self.pool_intake is None:
+            return False
+        slicer = self.runtime.slicer
+        return not slicer.installed or time.monotonic() - slicer.computed_at < POOL_FOR
+
+    def _serving_pooled(self) -> bool:
+        intake = self.pool_intake
+        return intake is not None and any(conn.taken for conn in intake.conns.values())
 
     def log_access(self, environ: dict, status: str | None, seconds: float) -> None:
         """One access log line (only with --access-log: a line per request costs real throughput)."""
