@@ -54,6 +54,9 @@ _ANCILLARY = socket.CMSG_SPACE(MAX_PER_MESSAGE * array.array("i").itemsize)
 # The table: CELLS int64 per connection slot, each with one writer at a time.
 OWNER, IDLE_SINCE_NS = 0, 1  # the worker id holding it (0: nobody, it waits in the set); monotonic ns
 CELLS = 2
+# After the last slot, the primary's figures: how many workers take from the set, and how many
+# connections are pooled (a worker keeps no more than its share of them between requests).
+TAKERS, MEMBERS = 0, 1
 MAX_SLOTS = 4096  # pooled connections at most (like parked ones); past that, they are parked
 TOP_BASE = 32768  # the range starts no higher, so a descriptor table stays small
 
@@ -102,9 +105,14 @@ class Table(Board):
     def set(self, slot: int, cell: int, value: int) -> None:
         self.cells[slot * CELLS + cell] = value
 
+    def share(self) -> int:
+        """The pooled connections one worker may keep between requests: an even share, rounded up."""
+        takers, members = self.get(self.slots, TAKERS), self.get(self.slots, MEMBERS)
+        return -(-members // takers) if takers > 0 else members
+
 
 def _table_bytes(slots: int) -> int:
-    return max(1, slots) * CELLS * 8
+    return (max(1, slots) + 1) * CELLS * 8
 
 
 # -- the link's messages -----------------------------------------------------------------

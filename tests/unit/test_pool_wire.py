@@ -84,3 +84,19 @@ def test_one_shot_arming_reports_a_request_to_one_poller_only():
         shared.close()
         client.close()
         server.close()
+
+
+def test_a_workers_share_of_the_pool_is_an_even_split_rounded_up():
+    table = pool.Table.create(16)
+    try:
+        assert table.share() == 0  # nothing pooled, nobody taking
+        table.set(table.slots, pool.MEMBERS, 32)
+        assert table.share() == 32  # no takers known: no limit below the whole pool
+        table.set(table.slots, pool.TAKERS, 2)
+        assert table.share() == 16
+        table.set(table.slots, pool.TAKERS, 3)
+        assert table.share() == 11
+        table.set(15, pool.OWNER, 7)  # the figures live past the last slot, never in one
+        assert table.share() == 11 and table.get(15, pool.OWNER) == 7
+    finally:
+        table.close()

@@ -1,8 +1,8 @@
 """`rr` (after Node's RoundRobinHandle): the primary accepts and hands each connection to a worker.
 
 Connections travel down each worker's handoff lane (master/core/lane.py). Each goes to the
-worker with the fewest connections and then the least work (placement.py: the load boards
-give each worker's figures as they change); equal loads take turns, so the spread stays
+worker with the fewest connections (placement.py: the load boards give each worker's
+figures as they change); loads within a connection or two take turns, so the spread stays
 strict. A worker with MAX_IN_FLIGHT connections it has not read yet sits out while another
 has room (Node allows one unacknowledged handle; more let a busy primary put several
 connections in one record). Only when every worker is that far behind does the primary wait

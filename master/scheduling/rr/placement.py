@@ -2,7 +2,8 @@
 
 Two questions, two orders of preference:
 - a **new connection** will stay a while (keep-alive clients): it goes to the worker with the
-  fewest connections (open ones plus those handed over and not read yet), then the least busy;
+  fewest connections (open ones plus those handed over and not read yet), loads within
+  EQUAL_WITHIN connections of each other taking turns;
 - the **next request of a parked connection** (an idle keep-alive connection a worker gave
   back) wants an answer now: it goes to the least busy worker, then the one with fewest
   connections. Never back to the worker that gave it up while that one holds more than its
@@ -15,7 +16,6 @@ gets nothing.
 """
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
 
@@ -30,18 +30,34 @@ class WorkerLoad:
     kept: int = 0  # open keep-alive connections (clients that stay)
 
 
+# Connections within which loads count as equal, and take turns. Loads are never equal to the
+# connection: a worker that shares its CPU with the load generator answers a little slower, so it
+# holds one or two more connections at any moment; placing strictly by count then gave it 36% of
+# 2,000 new connections (Jain 0.92, measured). Within the band the spread is strict; past it, load wins.
+EQUAL_WITHIN = 2
+
+
 def place_new(loads: list[WorkerLoad], count: int) -> list[int]:
-    """For each of `count` new connections, the index of the worker it goes to (fewer if room runs out)."""
-    heap = [(w.connections + w.unread, w.busy, i) for i, w in enumerate(loads) if w.room > 0]
-    heapq.heapify(heap)
-    given = [0] * len(loads)
+    """For each of `count` new connections, the index of the worker it goes to (fewer if room runs out).
+
+    Each goes to the next worker in turn order among those holding at most EQUAL_WITHIN more
+    connections (open, or handed over and unread) than the lightest worker with room.
+    """
+    held = [w.connections + w.unread for w in loads]
+    room = [w.room for w in loads]
     chosen: list[int] = []
-    while heap and len(chosen) < count:
-        held, busy, i = heapq.heappop(heap)
-        chosen.append(i)
-        given[i] += 1
-        if given[i] < loads[i].room:
-            heapq.heappush(heap, (held + 1, busy, i))
+    start = 0
+    while len(chosen) < count:
+        open_ = [i for i in range(len(loads)) if room[i] > 0]
+        if not open_:
+            break
+        ceiling = min(held[i] for i in open_) + EQUAL_WITHIN
+        index = next(i for i in (j % len(loads) for j in range(start, start + len(loads)))
+                     if room[i] > 0 and held[i] <= ceiling)
+        chosen.append(index)
+        held[index] += 1
+        room[index] -= 1
+        start = index + 1
     return chosen
 
 

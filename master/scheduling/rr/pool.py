@@ -83,6 +83,7 @@ class Pool:
         connection pooled so far."""
         link = Link()
         self.links[worker_id] = link
+        self.table.set(self.slots, wire.TAKERS, len(self.links))
         self.loop.add_reader(link.ours.fileno(), lambda: self._on_link(link))
         numbers = list(self.members)
         for start in range(0, len(numbers), wire.MAX_PER_MESSAGE):
@@ -94,6 +95,7 @@ class Pool:
     def leave(self, worker_id: int) -> int:
         """A worker exited: close what it was holding (how many)."""
         link = self.links.pop(worker_id, None)
+        self.table.set(self.slots, wire.TAKERS, len(self.links))
         if link is not None:
             self.loop.remove_reader(link.ours.fileno())
             link.close()
@@ -128,6 +130,7 @@ class Pool:
             self.table.set(slot, wire.IDLE_SINCE_NS, time.monotonic_ns())
             self.members[number] = peer
             added.append((number, peer))
+        self.table.set(self.slots, wire.MEMBERS, len(self.members))
         for start in range(0, len(added), wire.MAX_PER_MESSAGE):
             batch = added[start:start + wire.MAX_PER_MESSAGE]
             for link in self.links.values():
@@ -170,6 +173,7 @@ class Pool:
     def _forget(self, number: int) -> None:
         """A worker ended this connection: close ours, tell the others."""
         peer = self.members.pop(number)
+        self.table.set(self.slots, wire.MEMBERS, len(self.members))
         self.revoking.pop(number, None)
         try:
             self.epoll.unregister(number)
@@ -238,6 +242,7 @@ class Pool:
                 pass
             if self.table.get(number - self.base, wire.OWNER) == 0:
                 peer = self.members.pop(number)
+                self.table.set(self.slots, wire.MEMBERS, len(self.members))
                 idle.append((number, peer))
                 for link in self.links.values():
                     link.send(wire.DROP, [(number, peer)])

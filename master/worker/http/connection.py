@@ -482,7 +482,8 @@ class Connection:
         A computing client's connection stays too: its requests are the ones others should not
         wait behind, and time slices already let the others pass them here.
         """
-        if self.server.pooling_now() and not computing_client(self.turn):
+        if self.server.pooling_now() and not computing_client(self.turn) or (
+                self.pool is not None and not self.pool.keeps()):
             self.hand_back = True
             return True
         verdict = self.server.runtime.balancer.at_boundary()
