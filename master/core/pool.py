@@ -24,7 +24,10 @@ The primary must know who holds a pooled connection: a worker that dies holding 
 it disarmed for good, and an idle one past the keep-alive timeout is closed by the primary,
 never one a worker is serving. So each connection has a slot in the pool's `Table`, a small
 shared-memory record (like the load board) the workers write: who holds it now, and since when
-it has been idle.
+it has been idle. The primary also writes there each number's generation, bumped whenever the
+number is given to a new connection: a worker whose link lags may still hold the old connection
+at that number, and must not serve the new one's request from it (it reads its link first, or
+hands the event back).
 
 The link: each worker also gets a SOCK_SEQPACKET socketpair of its own for the pool's messages
 (not its handoff lane, whose unread byte count is the primary's measure of the worker's backlog).
@@ -52,8 +55,8 @@ _LINE_MAX = 80
 _ANCILLARY = socket.CMSG_SPACE(MAX_PER_MESSAGE * array.array("i").itemsize)
 
 # The table: CELLS int64 per connection slot, each with one writer at a time.
-OWNER, IDLE_SINCE_NS = 0, 1  # the worker id holding it (0: nobody, it waits in the set); monotonic ns
-CELLS = 2
+OWNER, IDLE_SINCE_NS, GEN = 0, 1, 2  # the worker id holding it (0: nobody); monotonic ns; generation
+CELLS = 3
 # After the last slot, the primary's figures: how many workers take from the set, and how many
 # connections are pooled (a worker keeps no more than its share of them between requests).
 TAKERS, MEMBERS = 0, 1
@@ -116,42 +119,46 @@ def _table_bytes(slots: int) -> int:
 
 
 # -- the link's messages -----------------------------------------------------------------
-def encode(kind: bytes, items: list[tuple[int, Any]], fds: list[int] | None = None
+Item = tuple[int, int, Any]  # (descriptor number, its generation, peer address or None)
+
+
+def encode(kind: bytes, items: list[Item], fds: list[int] | None = None
            ) -> tuple[bytes, list[tuple[int, int, bytes]]]:
-    """One message: `kind`, then "number host port" per item; the descriptors (ADD) as SCM_RIGHTS."""
+    """One message: `kind`, then "number generation host port" per item; the descriptors (ADD) as
+    SCM_RIGHTS."""
     lines = [kind]
-    for number, peer in items:
+    for number, gen, peer in items:
         host, port = (peer[0], peer[1]) if peer else ("-", 0)
-        lines.append(f"{number} {host} {port}".encode("ascii", "replace")[:_LINE_MAX])
+        lines.append(f"{number} {gen} {host} {port}".encode("ascii", "replace")[:_LINE_MAX])
     ancdata = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())] if fds else []
     return b"\n".join(lines), ancdata
 
 
-def decode(data: bytes, ancdata: list) -> tuple[bytes, list[tuple[int, Any]], list[int]]:
-    """(kind, [(number, peer)], descriptors) of one message; unreadable lines are skipped."""
+def decode(data: bytes, ancdata: list) -> tuple[bytes, list[Item], list[int]]:
+    """(kind, [(number, generation, peer)], descriptors) of one message; unreadable lines are skipped."""
     fds: list[int] = []
     for level, kind, payload in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % array.array("i").itemsize
             fds.extend(array.array("i", payload[:usable]))
     lines = data.split(b"\n")
-    items: list[tuple[int, Any]] = []
+    items: list[Item] = []
     for line in lines[1:]:
         parts = line.decode("ascii", "replace").split(" ")
-        if len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
             continue
-        host, port = parts[1], parts[2]
-        items.append((int(parts[0]), (host, int(port)) if host != "-" and port.isdigit() else None))
+        host, port = parts[2], parts[3]
+        items.append((int(parts[0]), int(parts[1]), (host, int(port)) if host != "-" and port.isdigit() else None))
     return lines[0][:1], items, fds
 
 
-def send(sock: Any, kind: bytes, items: list[tuple[int, Any]], fds: list[int] | None = None) -> None:
+def send(sock: Any, kind: bytes, items: list[Item], fds: list[int] | None = None) -> None:
     """Write one message (BlockingIOError when the reader's queue is full)."""
     data, ancdata = encode(kind, items, fds)
     sock.sendmsg([data], ancdata)
 
 
-def receive(sock: Any) -> tuple[bytes, list[tuple[int, Any]], list[int]] | None:
+def receive(sock: Any) -> tuple[bytes, list[Item], list[int]] | None:
     """Read one message; None at end of file. BlockingIOError when nothing is queued."""
     data, ancdata, _flags, _addr = sock.recvmsg(MAX_PER_MESSAGE * (_LINE_MAX + 1) + 8, _ANCILLARY)
     if not data and not ancdata:
@@ -159,7 +166,7 @@ def receive(sock: Any) -> tuple[bytes, list[tuple[int, Any]], list[int]] | None:
     return decode(data, ancdata)
 
 
-def queued(sock: Any) -> Iterator[tuple[bytes, list[tuple[int, Any]], list[int]] | None]:
+def queued(sock: Any) -> Iterator[tuple[bytes, list[Item], list[int]] | None]:
     """Every message queued on `sock` now (non-blocking), then None if the other end is gone."""
     while True:
         try:

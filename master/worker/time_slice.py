@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import signal
 import time
+from collections import deque
 from typing import Any
 
 import gevent
@@ -44,6 +45,7 @@ NOT_HERE = ("master.", "gevent", "greenlet")
 STREAK = 3  # requests in a row, each of COMPUTED rings or more, that make a connection a computing one
 COMPUTED = 2  # rings in one request that say it computed (one alone may land in a 0.1 ms request by chance)
 LONG = 5  # slices one request may use before it yields, whatever its connection did before
+COMPUTING_SEEN = 4  # requests seen computing within a while that make the worker's load a computing one
 
 
 class Turn:
@@ -86,7 +88,8 @@ class TimeSlicer:
         self.slice_s = slice_s
         self.in_app: dict = {}  # greenlet inside the app for a request now -> its connection's Turn
         self.yields = 0  # how many times a request gave the CPU away (for tests and logs)
-        self.computed_at = float("-inf")  # monotonic time a request was last seen computing (COMPUTED rings)
+        # When requests were last seen computing (COMPUTED rings in one), the latest COMPUTING_SEEN.
+        self.computed: deque[float] = deque(maxlen=COMPUTING_SEEN)
         self.installed = False
 
     def install(self) -> bool:
@@ -111,6 +114,12 @@ class TimeSlicer:
             signal.signal(signal.SIGPROF, signal.SIG_DFL)
             self.installed = False
 
+    def computing_lately(self, within: float, now: float) -> bool:
+        """Whether COMPUTING_SEEN requests computed within the last `within` seconds. Not one: a
+        single fast request can ring twice now and then (a garbage collection, a first request)."""
+        computed = self.computed
+        return len(computed) == COMPUTING_SEEN and now - computed[0] < within
+
     def enter(self, turn: Turn) -> Any:
         """The calling greenlet starts app code for a request on the connection `turn` belongs to;
         pass the result to leave()."""
@@ -131,7 +140,7 @@ class TimeSlicer:
             return
         turn.rings += 1
         if turn.rings == COMPUTED:
-            self.computed_at = time.monotonic()
+            self.computed.append(time.monotonic())
         module = frame.f_globals.get("__name__", "") if frame is not None else "master."
         if not should_yield(turn.rings, turn.streak, module):
             return

@@ -208,3 +208,40 @@ def test_the_pooled_connections_are_a_prometheus_gauge(master):
         for conn in conns:
             conn.close()
     wait_for(lambda: held("pool") == 0, timeout=10, what="the pool empty in /metrics")
+
+
+def test_pooled_connections_that_come_and_go_fast_never_lose_a_request(master):
+    """Connections end and new ones reuse their numbers while other workers still hold the old
+    ones: a worker must never serve the new connection's request from the old one (generations)."""
+    m = master(*POOL_OFF_SLICES_OFF, workers=2)
+    failures: list[str] = []
+    served = [0]
+    lock = threading.Lock()
+
+    def churn() -> None:
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=5)
+            try:
+                for path in ("/", "/spin?s=0.002", "/"):
+                    conn.request("GET", path)
+                    answer = conn.getresponse()
+                    answer.read()
+                    if answer.status != 200:
+                        raise http.client.HTTPException(f"status {answer.status}")
+                    with lock:
+                        served[0] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    failures.append(repr(exc))
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=churn, daemon=True) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert served[0] > 300
+    assert not failures, failures[:5]
+    assert "Traceback" not in m.log()

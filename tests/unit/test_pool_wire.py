@@ -37,26 +37,26 @@ def test_a_message_carries_numbers_peers_and_descriptors():
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     a, b = socket.socketpair()
     try:
-        pool.send(ours, pool.ADD, [(10007, ("10.0.0.1", 5555)), (10009, None)], [a.fileno(), b.fileno()])
+        pool.send(ours, pool.ADD, [(10007, 3, ("10.0.0.1", 5555)), (10009, 1, None)], [a.fileno(), b.fileno()])
         kind, items, fds = pool.receive(theirs)
         assert kind == pool.ADD
-        assert items == [(10007, ("10.0.0.1", 5555)), (10009, None)]
+        assert items == [(10007, 3, ("10.0.0.1", 5555)), (10009, 1, None)]
         assert len(fds) == 2
         os.write(fds[0], b"x")  # the first descriptor is `a`'s connection: `b` reads it
         assert b.recv(1) == b"x"
         for fd in fds:
             os.close(fd)
-        pool.send(theirs, pool.CLOSED, [(10007, None)])
-        assert pool.receive(ours) == (pool.CLOSED, [(10007, None)], [])
+        pool.send(theirs, pool.CLOSED, [(10007, 3, None)])
+        assert pool.receive(ours) == (pool.CLOSED, [(10007, 3, None)], [])
     finally:
         for s in (ours, theirs, a, b):
             s.close()
 
 
 def test_an_ipv6_peer_and_garbage_lines_decode_safely():
-    data, _ = pool.encode(pool.DROP, [(10001, ("::1", 80))])
-    assert pool.decode(data, []) == (pool.DROP, [(10001, ("::1", 80))], [])
-    assert pool.decode(b"D\nnot a line\n12 x\n", []) == (pool.DROP, [], [])
+    data, _ = pool.encode(pool.DROP, [(10001, 2, ("::1", 80))])
+    assert pool.decode(data, []) == (pool.DROP, [(10001, 2, ("::1", 80))], [])
+    assert pool.decode(b"D\nnot a line\n12 x\n12 x - 0\n", []) == (pool.DROP, [], [])
 
 
 def test_the_end_of_the_link_reads_as_none():

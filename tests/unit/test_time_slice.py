@@ -60,3 +60,16 @@ def test_leave_records_the_request_on_its_connection():
     slicer.leave(me)
     assert not slicer.in_app
     assert (turn.streak, turn.rings) == (1, 0)
+
+
+def test_the_load_counts_as_computing_only_after_several_computing_requests_lately():
+    from master.worker.time_slice import COMPUTING_SEEN
+
+    slicer = TimeSlicer(0.002)
+    assert not slicer.computing_lately(1.0, 100.0)
+    for t in range(COMPUTING_SEEN - 1):
+        slicer.computed.append(99.2 + t * 0.1)
+    assert not slicer.computing_lately(1.0, 100.0)  # one outlier or a few: not yet
+    slicer.computed.append(99.9)
+    assert slicer.computing_lately(1.0, 100.0)
+    assert not slicer.computing_lately(1.0, 101.5)  # the oldest of them is past the window

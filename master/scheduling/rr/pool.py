@@ -88,7 +88,7 @@ class Pool:
         numbers = list(self.members)
         for start in range(0, len(numbers), wire.MAX_PER_MESSAGE):
             batch = numbers[start:start + wire.MAX_PER_MESSAGE]
-            link.send(wire.ADD, [(n, self.members[n]) for n in batch], batch)
+            link.send(wire.ADD, [self._item(n) for n in batch], batch)
         fds = [link.theirs.fileno(), self.epoll.fileno(), self.table.fd]
         return fds, {"pool_base": self.base, "pool_slots": self.slots}
 
@@ -109,7 +109,7 @@ class Pool:
     def add(self, conns: list[Conn]) -> list[Conn]:
         """Pool these idle connections; returns those that do not fit (the caller parks them)."""
         left: list[Conn] = []
-        added: list[tuple[int, Any]] = []
+        added: list[wire.Item] = []
         for conn in conns:
             fd, peer = conn
             if len(self.members) >= self.slots:
@@ -128,16 +128,17 @@ class Pool:
             slot = number - self.base
             self.table.set(slot, wire.OWNER, 0)
             self.table.set(slot, wire.IDLE_SINCE_NS, time.monotonic_ns())
+            self.table.set(slot, wire.GEN, self.table.get(slot, wire.GEN) + 1)  # a new connection at this number
             self.members[number] = peer
-            added.append((number, peer))
+            added.append(self._item(number))
         self.table.set(self.slots, wire.MEMBERS, len(self.members))
         for start in range(0, len(added), wire.MAX_PER_MESSAGE):
             batch = added[start:start + wire.MAX_PER_MESSAGE]
             for link in self.links.values():
-                link.send(wire.ADD, batch, [n for n, _ in batch])
+                link.send(wire.ADD, batch, [n for n, _, _ in batch])
         # Armed only once every worker's descriptor is on its way: a worker the set reports it to
         # finds it in its link (or, if its link was full, hands it back: RETURN).
-        for number, _ in added:
+        for number, _, _ in added:
             self._arm(number, new=True)
         self.pooled += len(added)
         return left
@@ -162,17 +163,21 @@ class Pool:
             kind, items, fds = message
             for fd in fds:  # workers never send descriptors up: close anything that came
                 os.close(fd)
-            for number, _peer in items:
-                if number not in self.members:
-                    continue
+            for number, gen, _peer in items:
+                if number not in self.members or gen != self.table.get(number - self.base, wire.GEN):
+                    continue  # about a connection that had this number before
                 if kind == wire.CLOSED:
                     self._forget(number)
                 elif kind == wire.RETURN and number not in self.revoking:
                     self._arm(number)
 
+    def _item(self, number: int) -> wire.Item:
+        return number, self.table.get(number - self.base, wire.GEN), self.members[number]
+
     def _forget(self, number: int) -> None:
         """A worker ended this connection: close ours, tell the others."""
-        peer = self.members.pop(number)
+        item = self._item(number)
+        del self.members[number]
         self.table.set(self.slots, wire.MEMBERS, len(self.members))
         self.revoking.pop(number, None)
         try:
@@ -181,7 +186,7 @@ class Pool:
             pass  # the worker removed it already
         os.close(number)
         for link in self.links.values():
-            link.send(wire.DROP, [(number, peer)])
+            link.send(wire.DROP, [item])
 
     def _end(self, number: int, gently: bool = False) -> None:
         """End a connection ourselves: out of the set, shut down (workers hold copies), forgotten."""
@@ -241,9 +246,10 @@ class Pool:
             except OSError:
                 pass
             if self.table.get(number - self.base, wire.OWNER) == 0:
-                peer = self.members.pop(number)
+                item = self._item(number)
+                del self.members[number]
                 self.table.set(self.slots, wire.MEMBERS, len(self.members))
-                idle.append((number, peer))
+                idle.append((number, item[2]))
                 for link in self.links.values():
-                    link.send(wire.DROP, [(number, peer)])
+                    link.send(wire.DROP, [item])
         return idle

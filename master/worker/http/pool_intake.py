@@ -53,6 +53,7 @@ class PoolIntake:
         self.base, self.slots = base, slots
         self.make_connection = make_connection  # (sock, peer) -> a Connection that knows it is pooled
         self.conns: dict[int, Any] = {}  # number -> Connection (idle here, or being served)
+        self.gens: dict[int, int] = {}  # number -> the generation of the connection we hold there
         self.held = 0  # how many of them we hold now (taken from the set, not yet re-armed)
         self.stopped = False
         self._loop = loop = server.hub.loop
@@ -74,24 +75,25 @@ class PoolIntake:
             self._caught_up()
             kind, items, fds = message
             if kind == wire.ADD:
-                for index, (number, peer) in enumerate(items):
+                for index, (number, gen, peer) in enumerate(items):
                     if index < len(fds):
-                        self._install(number, peer, fds[index])
+                        self._install(number, gen, peer, fds[index])
                 for fd in fds[len(items):]:
                     close_fd(fd)
             else:
                 for fd in fds:
                     close_fd(fd)
                 if kind == wire.DROP:
-                    for number, _peer in items:
-                        self._drop(number)
+                    for number, gen, _peer in items:
+                        self._drop(number, gen)
 
-    def _install(self, number: int, peer: Any, fd: int) -> None:
+    def _install(self, number: int, gen: int, peer: Any, fd: int) -> None:
         if not self.base <= number < self.base + self.slots:
             close_fd(fd)
             return
         old = self.conns.pop(number, None)
         if old is not None:  # its DROP was lost (the link was full): it ended long ago
+            self.gens.pop(number, None)
             old.forget()
         elif _in_use(number):  # one of our own descriptors got this high: never clobber it
             close_fd(fd)
@@ -102,16 +104,17 @@ class PoolIntake:
             close_fd(fd)
             return
         os.close(fd)
-        sock = _socket.socket(socket.AF_INET6 if peer and ":" in str(peer[0]) else self.server.family,
-                              socket.SOCK_STREAM, 0, number)
+        sock = _socket.socket(self.server.family, socket.SOCK_STREAM, 0, number)
         sock.setblocking(False)
         self.conns[number] = self.make_connection(sock, peer)
+        self.gens[number] = gen
 
-    def _drop(self, number: int) -> None:
+    def _drop(self, number: int, gen: int) -> None:
         conn = self.conns.get(number)
-        if conn is None or conn.taken:
-            return  # never had it, or serving it: the set no longer has it, so it ends at its boundary
+        if conn is None or conn.taken or self.gens.get(number) != gen:
+            return  # never had it, serving it (out of the set, it ends at its boundary), or a newer one
         del self.conns[number]
+        del self.gens[number]
         conn.forget()
 
     # -- the set: taking the next request ---------------------------------------------------
@@ -131,12 +134,13 @@ class PoolIntake:
             if not events:
                 return
             number, mask = events[0]
+            gen = self.table.get(number - self.base, wire.GEN)
             conn = self.conns.get(number)
-            if conn is None:
+            if conn is None or self.gens.get(number) != gen:
                 self._on_link()  # its descriptor may be queued on the link right now
                 conn = self.conns.get(number)
-            if conn is None:
-                self._tell(wire.RETURN, number)
+            if conn is None or self.gens.get(number) != gen:  # none, or the connection it had before
+                self._tell(wire.RETURN, number, gen)
                 self._set_watcher.stop()  # until the link brings something, or a moment has passed
                 self._behind_timer = self._loop.timer(BEHIND_FOR)
                 self._behind_timer.start(self._caught_up)
@@ -189,11 +193,11 @@ class PoolIntake:
         self.table.set(number - self.base, wire.OWNER, 0)
         if self.conns.get(number) is conn:
             del self.conns[number]
-        self._tell(wire.CLOSED, number)
+            self._tell(wire.CLOSED, number, self.gens.pop(number))
 
-    def _tell(self, kind: bytes, number: int) -> None:
+    def _tell(self, kind: bytes, number: int, gen: int) -> None:
         try:
-            wire.send(self.link, kind, [(number, None)])
+            wire.send(self.link, kind, [(number, gen, None)])
         except OSError:
             # Full (the primary is far behind) or gone. A lost CLOSED leaves the primary's copy until
             # its idle timeout; a lost RETURN leaves the connection until then too.

@@ -29,7 +29,7 @@ from .pool_intake import PoolIntake
 
 POLL = 0.02  # seconds between two looks at the open connections while draining
 SWEEP_MIN, SWEEP_MAX = 0.02, 0.25  # bounds on the sweep's period (a tenth of the shortest timeout)
-POOL_FOR = 1.0  # seconds after a request that computed during which kept connections go into the pool
+POOL_FOR = 1.0  # seconds after requests that computed during which kept connections go into the pool
 
 
 def base_environ(extra: dict | None) -> dict:
@@ -176,12 +176,12 @@ class HttpServer:
             gevent.sleep(POLL)
 
     def pooling_now(self) -> bool:
-        """Whether kept connections go into the keep-alive pool now: while this worker has served a
-        request that computed within POOL_FOR (with time slices off, always)."""
+        """Whether kept connections go into the keep-alive pool now: while this worker has served
+        requests that computed within POOL_FOR (with time slices off, always)."""
         if self.pool_intake is None:
             return False
         slicer = self.runtime.slicer
-        return not slicer.installed or time.monotonic() - slicer.computed_at < POOL_FOR
+        return not slicer.installed or slicer.computing_lately(POOL_FOR, time.monotonic())
 
     def _serving_pooled(self) -> bool:
         intake = self.pool_intake
