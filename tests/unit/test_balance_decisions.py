@@ -7,7 +7,8 @@ from collections import Counter
 from master.core import board as fields
 from master.core.board import Board
 from master.scheduling.rebalance import shed_plan
-from master.scheduling.rr.placement import EQUAL_WITHIN, STALL_AFTER, WorkerLoad, place_new, place_request, stalled
+from master.scheduling.rr.placement import (CATCH_UP_MAX, EQUAL_WITHIN, STALL_AFTER, WorkerLoad, place_new,
+                                           place_request, placed_for_newcomer, settle_placed, stalled)
 from master.worker.balance import CLOSE, HAND_BACK, KEEP, Balancer
 
 
@@ -20,26 +21,62 @@ def test_equal_loads_take_strict_turns():
 
 
 def test_new_connections_fill_the_emptiest_worker_first():
-    # After a crash: the survivor holds 8, the newcomer none; 4 clients reconnect.
-    assert place_new([load(connections=8, busy=1), load()], 4) == [1, 1, 1, 1]
+    # After a crash: the survivor holds 8 keep-alive clients, the newcomer none; 4 clients reconnect.
+    assert place_new([load(connections=8, kept=8, busy=1), load()], 4) == [1, 1, 1, 1]
     # Past the band the lighter one takes them; within it they alternate.
-    assert place_new([load(connections=5), load()], 5) == [1, 1, 1, 0, 1]
-    assert Counter(place_new([load(connections=3), load()], 9)) == {1: 5, 0: 4}
+    assert place_new([load(connections=5, kept=5), load()], 5) == [1, 1, 1, 0, 1]
+    assert Counter(place_new([load(connections=3, kept=3), load()], 9)) == {1: 5, 0: 4}
 
 
-def test_unread_handoffs_count_as_connections_and_room_is_respected():
+def test_unread_handoffs_and_requests_count_and_room_is_respected():
     assert place_new([load(unread=EQUAL_WITHIN + 2), load()], 2) == [1, 1]
+    assert place_new([load(busy=EQUAL_WITHIN + 2), load()], 2) == [1, 1]  # requests in flight or waiting
     assert place_new([load(room=1), load(room=0)], 3) == [0]
     assert place_new([load(room=0), load(room=0)], 3) == []
 
 
+def test_open_connections_with_nothing_outstanding_do_not_steer_new_ones():
+    """A worker a moment behind (sharing its CPU) holds connections it has read but not parsed a
+    request from, or answered and not closed yet: that is not load, and the spread stays strict."""
+    assert place_new([load(connections=9), load(connections=1)], 4) == [0, 1, 0, 1]
+    spread = Counter(place_new([load(connections=9, room=1000), load(room=1000)], 1000))
+    assert spread == {0: 500, 1: 500}
+
+
 def test_nearly_equal_loads_take_turns():
-    """A worker a little slower (one or two connections more open at any moment, a request more in
-    flight) still gets its turn: over many new connections the spread stays strict."""
-    assert place_new([load(connections=EQUAL_WITHIN, busy=1), load()], 4) == [0, 1, 0, 1]
-    assert place_new([load(connections=EQUAL_WITHIN + 2), load()], 2) == [1, 1]  # past the band: load wins
-    spread = Counter(place_new([load(connections=9, busy=3, room=1000), load(connections=7, room=1000)], 1000))
+    """A worker a little slower (a request or two more in flight or unread at any moment) still
+    gets its turn: over many new connections the spread stays strict."""
+    assert place_new([load(busy=EQUAL_WITHIN), load()], 4) == [0, 1, 0, 1]
+    assert place_new([load(busy=1, unread=EQUAL_WITHIN + 1), load()], 2) == [1, 1]  # past the band: load wins
+    spread = Counter(place_new([load(kept=6, busy=3, room=1000), load(kept=7, room=1000)], 1000))
     assert abs(spread[0] - spread[1]) <= EQUAL_WITHIN, spread
+
+
+def test_a_worker_passed_over_for_a_moment_gets_its_count_back_within_the_band():
+    # Worker 0 was behind for a while and worker 1 took 10 more; both are level now. Worker 0 gets
+    # the next ones, but only while it stays within the band of the lighter one.
+    assert place_new([load(), load()], 4, placed=[0, 10]) == [0, 0, 0, 1]
+    assert place_new([load(busy=EQUAL_WITHIN + 1), load()], 2, placed=[0, 10]) == [1, 0]
+
+
+def test_moments_of_load_leave_equal_workers_with_equal_counts():
+    """Two equal workers; every tenth round worker 0 is behind (4 handoffs unread) and is passed
+    over. Strict turns within the band would leave it with fewer; the counts make it up."""
+    placed = {0: 0, 1: 0}
+    for round_ in range(200):
+        behind = load(unread=EQUAL_WITHIN + 2) if round_ % 10 == 0 else load()
+        for index in place_new([behind, load()], 3, [placed[0], placed[1]]):
+            placed[index] += 1
+        placed = settle_placed(placed)
+    assert abs(placed[0] - placed[1]) <= 3, placed
+
+
+def test_placed_counts_are_rebased_and_the_credit_is_bounded():
+    assert settle_placed({1: 5, 2: 3}) == {1: 2, 2: 0}
+    assert settle_placed({1: 100, 2: 50}) == {1: CATCH_UP_MAX, 2: 0}  # a worker slower for good
+    assert settle_placed({}) == {}
+    assert placed_for_newcomer({1: 7, 2: 3}) == 7  # a newcomer brings no credit; its emptiness is load
+    assert placed_for_newcomer({}) == 0
 
 
 def test_a_request_goes_to_the_least_busy_worker_whatever_the_connections():

@@ -72,6 +72,7 @@ class RoundRobinHandle(Handle):
         super().__init__(*args, **kwargs)
         self.sock.setblocking(False)
         self.turns: deque[int] = deque()  # worker ids, next in turn first
+        self.placed: dict[int, int] = {}  # new connections placed per worker, rebased (placement.settle_placed)
         self.lanes: dict[int, Lane] = {}  # kept until the worker exits, even once removed
         self.held: dict[int, deque[Conn]] = {}  # our copies of its latest HELD connections
         # (descriptor, peer address): raw, not socket objects, since the primary only passes
@@ -99,6 +100,7 @@ class RoundRobinHandle(Handle):
         self.held[worker.id] = deque()
         self.workers[worker.id] = worker
         self.turns.append(worker.id)
+        self.placed[worker.id] = placement.placed_for_newcomer(self.placed)
         self.loop.add_reader(lane.ours.fileno(), lambda: self._on_lane_readable(worker.id, lane))
         worker.once("exit", lambda _code, signal: self._worker_exited(worker, signal))
         fds, pooled = [lane.theirs.fileno()], {}
@@ -117,6 +119,7 @@ class RoundRobinHandle(Handle):
     def remove(self, worker: Any) -> bool:
         """Stop handing connections to `worker` (its lane stays until it exits)."""
         self.workers.pop(worker.id, None)
+        self.placed.pop(worker.id, None)
         if worker.id in self.turns:
             self.turns.remove(worker.id)
         if not self.workers and not self.persistent:
@@ -212,15 +215,21 @@ class RoundRobinHandle(Handle):
             return
         pending, turns = self.pending, list(self.turns)
         if pending and turns and not self._starting():
-            chosen = placement.place_new(self._loads(turns), len(pending))
+            placed = self.placed
+            chosen = placement.place_new(self._loads(turns), len(pending),
+                                         [placed.get(worker_id, 0) for worker_id in turns])
             shares: dict[int, list[Conn]] = {}
             for index in chosen:
                 shares.setdefault(turns[index], []).append(pending.popleft())
             if chosen:
                 self.turns.rotate(-(chosen[-1] + 1))  # ties next go to whoever follows the last one served
             for worker_id, conns in shares.items():
-                if not self._send(worker_id, conns):
+                if self._send(worker_id, conns):
+                    if worker_id in placed:
+                        placed[worker_id] += len(conns)
+                else:
                     pending.extendleft(reversed(conns))
+            self.placed = placement.settle_placed(placed)
             if pending:
                 # Every worker is MAX_IN_FLIGHT behind: each says when it has caught up (a PONG wakes us).
                 for worker_id in self.turns:
@@ -294,6 +303,7 @@ class RoundRobinHandle(Handle):
         """A draining worker sent these back: they go to the next worker."""
         self._release_held(worker_id, {peer for _, peer in conns})
         self.refused += len(conns)
+        self.placed.pop(worker_id, None)
         if worker_id in self.turns:
             self.turns.remove(worker_id)  # it is draining, whether or not we were told yet
         self.pending.extendleft(reversed(conns))
@@ -356,6 +366,7 @@ class RoundRobinHandle(Handle):
             return
         # Once the listener is closed the primary no longer calls remove(): forget it here too.
         self.workers.pop(worker.id, None)
+        self.placed.pop(worker.id, None)
         if worker.id in self.turns:
             self.turns.remove(worker.id)
         self.loop.remove_reader(lane.ours.fileno())

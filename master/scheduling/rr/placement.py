@@ -1,15 +1,18 @@
 """Where a connection goes: pure decisions over each worker's load, unit-tested without sockets.
 
 Two questions, two orders of preference:
-- a **new connection** will stay a while (keep-alive clients): it goes to the worker with the
-  fewest connections (open ones plus those handed over and not read yet), loads within
-  EQUAL_WITHIN connections of each other taking turns;
+- a **new connection** goes to the worker with the least outstanding: handoffs not read yet,
+  requests in flight or waiting, and keep-alive clients it holds (a new connection is often one
+  more of those). Among loads within EQUAL_WITHIN of each other, the worker placed the fewest
+  so far takes it, so a worker passed over for a moment gets its count back once it has caught
+  up. Open connections with none of these (read from the lane, their request not parsed yet;
+  answered, closing) do not count: they are a worker that shares its CPU and is a moment behind;
 - the **next request of a parked connection** (an idle keep-alive connection a worker gave
   back) wants an answer now: it goes to the least busy worker, then the one with fewest
   connections. Never back to the worker that gave it up while that one holds more than its
   share of keep-alive connections: it gave it up to rebalance, and the least busy worker is
-  often exactly the one that holds the keep-alive clients (new connections, placed by count,
-  pile onto the other), so it would come straight back and the imbalance would never end.
+  often exactly the one that holds the keep-alive clients (new connections, placed by what
+  is outstanding, pile onto the other), so it would come straight back and the imbalance would never end.
 Ties go in turn order (the order the caller lists the workers in), so equal loads keep the
 strict round-robin spread. A worker without room (too many handed over and unread, or stalled)
 gets nothing.
@@ -30,35 +33,69 @@ class WorkerLoad:
     kept: int = 0  # open keep-alive connections (clients that stay)
 
 
-# Connections within which loads count as equal, and take turns. Loads are never equal to the
-# connection: a worker that shares its CPU with the load generator answers a little slower, so it
-# holds one or two more connections at any moment; placing strictly by count then gave it 36% of
-# 2,000 new connections (Jain 0.92, measured). Within the band the spread is strict; past it, load wins.
+# Outstanding work within which loads count as equal. Loads are never equal to the unit: a worker
+# that shares its CPU with the load generator answers a little slower. Within the band the counts
+# decide (place_new); past it, load wins.
 EQUAL_WITHIN = 2
 
 
-def place_new(loads: list[WorkerLoad], count: int) -> list[int]:
+def outstanding(load: WorkerLoad) -> int:
+    """What a new connection would queue behind on this worker, and its keep-alive clients.
+
+    Not its open connections: with 16 clients opening a connection per request, a worker that
+    shared its CPU with the load generator often held 3 to 9 open connections more than the other
+    with nothing in flight (read from the lane, their request not parsed yet; or answered and
+    closing), and placing by open connections gave it 38% of 2,000 (Jain 0.948, committed bench run).
+    """
+    return load.unread + load.busy + load.kept
+
+
+def place_new(loads: list[WorkerLoad], count: int, placed: list[int] | None = None) -> list[int]:
     """For each of `count` new connections, the index of the worker it goes to (fewer if room runs out).
 
-    Each goes to the next worker in turn order among those holding at most EQUAL_WITHIN more
-    connections (open, or handed over and unread) than the lightest worker with room.
+    Each goes, among the workers with at most EQUAL_WITHIN more outstanding (see `outstanding`)
+    than the lightest worker with room, to the one placed the fewest new connections so far
+    (`placed`, one count per worker; ties in turn order). The counts make up later for a moment
+    of load: a worker passed over while it was behind gets the next ones once it has caught up,
+    so equal workers end with equal counts (see `settle_placed`).
     """
-    held = [w.connections + w.unread for w in loads]
+    held = [outstanding(w) for w in loads]
     room = [w.room for w in loads]
+    given = list(placed) if placed is not None else [0] * len(loads)
     chosen: list[int] = []
-    start = 0
     while len(chosen) < count:
         open_ = [i for i in range(len(loads)) if room[i] > 0]
         if not open_:
             break
         ceiling = min(held[i] for i in open_) + EQUAL_WITHIN
-        index = next(i for i in (j % len(loads) for j in range(start, start + len(loads)))
-                     if room[i] > 0 and held[i] <= ceiling)
+        index = min((i for i in open_ if held[i] <= ceiling), key=lambda i: (given[i], i))
         chosen.append(index)
         held[index] += 1
         room[index] -= 1
-        start = index + 1
+        given[index] += 1
     return chosen
+
+
+# How far behind the most placed worker another's count may fall: what it can make up later. A
+# worker passed over for a few milliseconds (descheduled, or computing) falls 10 to 20 behind at
+# a few thousand connections a second; one that is slower for good (a shared CPU) must not pile
+# up a credit that steers every new connection to it for minutes once it is free.
+CATCH_UP_MAX = 32
+
+
+def settle_placed(placed: dict[int, int]) -> dict[int, int]:
+    """Counts rebased to start at 0 and lifted to at most CATCH_UP_MAX below the highest."""
+    if not placed:
+        return {}
+    top = max(placed.values())
+    floor = max(min(placed.values()), top - CATCH_UP_MAX)
+    return {worker: max(count, floor) - floor for worker, count in placed.items()}
+
+
+def placed_for_newcomer(placed: dict[int, int]) -> int:
+    """A joining worker's count: level with the most placed, so it has no credit to make up. Being
+    empty is load, and load already sends it the new connections until it holds its share."""
+    return max(placed.values(), default=0)
 
 
 OVER_SHARE = 2  # keep-alive connections above the lightest worker's that make a worker over its share
