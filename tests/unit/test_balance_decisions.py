@@ -7,7 +7,7 @@ from collections import Counter
 from master.core import board as fields
 from master.core.board import Board
 from master.scheduling.rebalance import shed_plan
-from master.scheduling.rr.placement import (CATCH_UP_MAX, EQUAL_WITHIN, STALL_AFTER, WorkerLoad, place_new,
+from master.scheduling.rr.placement import (CATCH_UP_MAX, KEPT_WITHIN, STALL_AFTER, WORK_WITHIN, WorkerLoad, place_new,
                                            place_request, placed_for_newcomer, settle_placed, stalled)
 from master.worker.balance import CLOSE, HAND_BACK, KEEP, Balancer
 
@@ -23,16 +23,19 @@ def test_equal_loads_take_strict_turns():
 def test_new_connections_fill_the_emptiest_worker_first():
     # After a crash: the survivor holds 8 keep-alive clients, the newcomer none; 4 clients reconnect.
     assert place_new([load(connections=8, kept=8, busy=1), load()], 4) == [1, 1, 1, 1]
-    # Past the band the lighter one takes them; within it they alternate.
+    # Past the band the lighter one takes them; within it the counts decide.
     assert place_new([load(connections=5, kept=5), load()], 5) == [1, 1, 1, 0, 1]
     assert Counter(place_new([load(connections=3, kept=3), load()], 9)) == {1: 5, 0: 4}
 
 
-def test_unread_handoffs_and_requests_count_and_room_is_respected():
-    assert place_new([load(unread=EQUAL_WITHIN + 2), load()], 2) == [1, 1]
-    assert place_new([load(busy=EQUAL_WITHIN + 2), load()], 2) == [1, 1]  # requests in flight or waiting
+def test_a_worker_far_behind_gets_no_new_connections_and_room_is_respected():
+    assert place_new([load(unread=WORK_WITHIN + 2), load()], 2) == [1, 1]
+    assert place_new([load(busy=WORK_WITHIN + 2), load()], 2) == [1, 1]  # requests in flight or waiting
+    assert place_new([load(busy=3, unread=WORK_WITHIN), load()], 3) == [1, 1, 1]
     assert place_new([load(room=1), load(room=0)], 3) == [0]
     assert place_new([load(room=0), load(room=0)], 3) == []
+    # The fewest keep-alive clients but far behind, against more clients and no work: work decides.
+    assert place_new([load(unread=WORK_WITHIN + 5), load(kept=KEPT_WITHIN + 5)], 1) == [1]
 
 
 def test_open_connections_with_nothing_outstanding_do_not_steer_new_ones():
@@ -43,28 +46,27 @@ def test_open_connections_with_nothing_outstanding_do_not_steer_new_ones():
     assert spread == {0: 500, 1: 500}
 
 
-def test_nearly_equal_loads_take_turns():
-    """A worker a little slower (a request or two more in flight or unread at any moment) still
-    gets its turn: over many new connections the spread stays strict."""
-    assert place_new([load(busy=EQUAL_WITHIN), load()], 4) == [0, 1, 0, 1]
-    assert place_new([load(busy=1, unread=EQUAL_WITHIN + 1), load()], 2) == [1, 1]  # past the band: load wins
+def test_work_a_few_ahead_is_a_moment_behind_and_keeps_its_turns():
+    """Between equal workers on a shared machine, work in hand differs by a few all the time: up
+    to WORK_WITHIN more still gets its turn, so the spread over many new connections stays strict."""
+    assert place_new([load(busy=1, unread=WORK_WITHIN - 2), load()], 4) == [0, 1, 0, 1]
     spread = Counter(place_new([load(kept=6, busy=3, room=1000), load(kept=7, room=1000)], 1000))
-    assert abs(spread[0] - spread[1]) <= EQUAL_WITHIN, spread
+    assert abs(spread[0] - spread[1]) <= KEPT_WITHIN, spread
 
 
-def test_a_worker_passed_over_for_a_moment_gets_its_count_back_within_the_band():
+def test_a_worker_passed_over_for_a_moment_gets_its_count_back_within_the_bands():
     # Worker 0 was behind for a while and worker 1 took 10 more; both are level now. Worker 0 gets
-    # the next ones, but only while it stays within the band of the lighter one.
+    # the next ones, but only while it stays within the bands of the lighter one.
     assert place_new([load(), load()], 4, placed=[0, 10]) == [0, 0, 0, 1]
-    assert place_new([load(busy=EQUAL_WITHIN + 1), load()], 2, placed=[0, 10]) == [1, 0]
+    assert place_new([load(busy=WORK_WITHIN + 1), load()], 2, placed=[0, 10]) == [1, 0]
 
 
 def test_moments_of_load_leave_equal_workers_with_equal_counts():
-    """Two equal workers; every tenth round worker 0 is behind (4 handoffs unread) and is passed
-    over. Strict turns within the band would leave it with fewer; the counts make it up."""
+    """Two equal workers; every tenth round worker 0 is far behind and is passed over. Turns
+    alone would leave it with fewer; the counts make it up."""
     placed = {0: 0, 1: 0}
     for round_ in range(200):
-        behind = load(unread=EQUAL_WITHIN + 2) if round_ % 10 == 0 else load()
+        behind = load(unread=WORK_WITHIN + 2) if round_ % 10 == 0 else load()
         for index in place_new([behind, load()], 3, [placed[0], placed[1]]):
             placed[index] += 1
         placed = settle_placed(placed)

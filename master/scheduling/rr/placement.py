@@ -1,12 +1,13 @@
 """Where a connection goes: pure decisions over each worker's load, unit-tested without sockets.
 
 Two questions, two orders of preference:
-- a **new connection** goes to the worker with the least outstanding: handoffs not read yet,
-  requests in flight or waiting, and keep-alive clients it holds (a new connection is often one
-  more of those). Among loads within EQUAL_WITHIN of each other, the worker placed the fewest
-  so far takes it, so a worker passed over for a moment gets its count back once it has caught
-  up. Open connections with none of these (read from the lane, their request not parsed yet;
-  answered, closing) do not count: they are a worker that shares its CPU and is a moment behind;
+- a **new connection** goes to a worker that is not heavier than the lightest: not more than
+  KEPT_WITHIN keep-alive clients more (a new connection is often one more of those), nor more
+  than WORK_WITHIN work more (handoffs not read yet, requests in flight or waiting). Among
+  those, the worker placed the fewest so far takes it, so a worker passed over for a moment
+  gets its count back once it has caught up. Open connections with none of these (read from
+  the lane, their request not parsed yet; answered, closing) do not count: they are a worker
+  that shares its CPU and is a moment behind;
 - the **next request of a parked connection** (an idle keep-alive connection a worker gave
   back) wants an answer now: it goes to the least busy worker, then the one with fewest
   connections. Never back to the worker that gave it up while that one holds more than its
@@ -33,33 +34,38 @@ class WorkerLoad:
     kept: int = 0  # open keep-alive connections (clients that stay)
 
 
-# Outstanding work within which loads count as equal. Loads are never equal to the unit: a worker
-# that shares its CPU with the load generator answers a little slower. Within the band the counts
-# decide (place_new); past it, load wins.
-EQUAL_WITHIN = 2
+# Within these a worker counts as no heavier than the lightest, and the counts decide (place_new).
+# Keep-alive clients stay, so 2 more is already a lasting imbalance: past it, the lighter worker
+# takes the new connections (after a crash, the newcomer takes every client that reconnects).
+KEPT_WITHIN = 2
+# Work outstanding (handoffs unread, requests in flight) comes and goes in milliseconds. Between
+# equal workers on a shared machine it differs by up to 7 all the time: with 16 clients opening a
+# connection per request, the worker that shared its CPU with the master held 3 to 7 more than
+# the other at most placements (instrumented), and a band of 2 gave it 27-35% of 2,000 new
+# connections (Jain 0.82-0.93; the bench's full run 0.83). Past 8, a worker is really behind (a
+# request computing, a stall): the others take the new connections until it has caught up.
+WORK_WITHIN = 8
 
 
-def outstanding(load: WorkerLoad) -> int:
-    """What a new connection would queue behind on this worker, and its keep-alive clients.
-
-    Not its open connections: with 16 clients opening a connection per request, a worker that
-    shared its CPU with the load generator often held 3 to 9 open connections more than the other
-    with nothing in flight (read from the lane, their request not parsed yet; or answered and
-    closing), and placing by open connections gave it 38% of 2,000 (Jain 0.948, committed bench run).
-    """
-    return load.unread + load.busy + load.kept
+def work(load: WorkerLoad) -> int:
+    """What a new connection would queue behind on this worker: handoffs it has not read and
+    requests in flight or waiting. Not its open connections: a worker a moment behind holds more
+    of those (read, their request not parsed yet; or answered and closing) without being loaded."""
+    return load.unread + load.busy
 
 
 def place_new(loads: list[WorkerLoad], count: int, placed: list[int] | None = None) -> list[int]:
     """For each of `count` new connections, the index of the worker it goes to (fewer if room runs out).
 
-    Each goes, among the workers with at most EQUAL_WITHIN more outstanding (see `outstanding`)
-    than the lightest worker with room, to the one placed the fewest new connections so far
-    (`placed`, one count per worker; ties in turn order). The counts make up later for a moment
-    of load: a worker passed over while it was behind gets the next ones once it has caught up,
-    so equal workers end with equal counts (see `settle_placed`).
+    Each goes, among the workers with room that are within KEPT_WITHIN keep-alive clients and
+    WORK_WITHIN work (see `work`) of the lightest, to the one placed the fewest new connections so
+    far (`placed`, one count per worker; ties in turn order). The counts make up later for a
+    moment of load: a worker passed over while it was behind gets the next ones once it has
+    caught up, so equal workers end with equal counts (see `settle_placed`). Each connection
+    placed counts as work and as a keep-alive client on its worker for the rest of the batch.
     """
-    held = [outstanding(w) for w in loads]
+    busy = [work(w) for w in loads]
+    kept = [w.kept for w in loads]
     room = [w.room for w in loads]
     given = list(placed) if placed is not None else [0] * len(loads)
     chosen: list[int] = []
@@ -67,10 +73,16 @@ def place_new(loads: list[WorkerLoad], count: int, placed: list[int] | None = No
         open_ = [i for i in range(len(loads)) if room[i] > 0]
         if not open_:
             break
-        ceiling = min(held[i] for i in open_) + EQUAL_WITHIN
-        index = min((i for i in open_ if held[i] <= ceiling), key=lambda i: (given[i], i))
+        most_kept = min(kept[i] for i in open_) + KEPT_WITHIN
+        most_work = min(busy[i] for i in open_) + WORK_WITHIN
+        light = [i for i in open_ if kept[i] <= most_kept and busy[i] <= most_work]
+        if light:
+            index = min(light, key=lambda i: (given[i], i))
+        else:  # the fewest clients, but far behind: the one with the least work
+            index = min(open_, key=lambda i: (busy[i], kept[i], i))
         chosen.append(index)
-        held[index] += 1
+        busy[index] += 1
+        kept[index] += 1
         room[index] -= 1
         given[index] += 1
     return chosen
