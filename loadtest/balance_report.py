@@ -4,6 +4,7 @@ profile, their targets and plots. report.py calls in here; the numbers come from
 from pathlib import Path
 
 from loadtest.capacity import GOAL_RATE, GOAL_SHARE, GOAL_WITHIN
+from loadtest.wrk import MIXED_EVERY, MIXED_FAST, MIXED_SLOW
 
 TARGET_MIXED_VS_GUNICORN = 1.10
 TARGET_LOCUST_VS_GTHREAD = 1.10
@@ -41,6 +42,36 @@ def targets(runs: list[dict], previous: list[dict] | None = None) -> list[dict]:
     return rows
 
 
+def mixed_floor_us(fast_per_core: float | None, slow_per_core: float | None) -> float | None:
+    """CPU µs per request of the mixed profile for the app alone: Flask called in-process (the bench's
+    ceiling cells), no server, no socket. No server's workers can spend less than this per request."""
+    if not fast_per_core or not slow_per_core:
+        return None
+    return 1e6 * ((MIXED_EVERY - 1) / fast_per_core + 1 / slow_per_core) / MIXED_EVERY
+
+
+def cpu_bound_ratios(ours_us: float, peer_us: float, floor_us: float | None) -> tuple[float, float | None]:
+    """In a CPU-bound profile where both servers keep the same CPUs busy, their rates differ only by
+    what a request costs: (our rate over the peer's at equal CPU, and the most any server could reach
+    over the peer: one that cost nothing beyond the app's own in-process CPU)."""
+    return peer_us / ours_us, (peer_us / floor_us if floor_us else None)
+
+
+def _cpu_story(r: dict, best: dict, runs: list[dict]) -> str:
+    """What the workers' CPU per request says about the ratio (empty where the cells lack it)."""
+    ours_us, peer_us = r.get("worker_cpu_us_per_req"), best.get("worker_cpu_us_per_req")
+    if not ours_us or not peer_us:
+        return ""
+    ceiling = {c["endpoint"]: c.get("rps_per_core") for c in _of(runs, "ceiling")}
+    floor = mixed_floor_us(ceiling.get(MIXED_FAST), ceiling.get(MIXED_SLOW))
+    equal_cpu, most = cpu_bound_ratios(ours_us, peer_us, floor)
+    text = (f"; worker CPU per request {ours_us:,.0f} µs on {r.get('worker_cpus_busy')} CPUs, {best['policy']} "
+            f"{peer_us:,.0f} µs on {best.get('worker_cpus_busy')}: {equal_cpu:.2f}× at equal CPU")
+    if most is not None:
+        text += f"; the app alone (in-process) {floor:,.0f} µs, so no server passes {most:.2f}× at equal CPU"
+    return text
+
+
 def _mixed_targets(runs: list[dict]) -> list[dict]:
     rows = []
     mka = {(r["server"], r["policy"]): r for r in _of(runs, "mixed-keepalive") if r.get("rps")}
@@ -60,7 +91,7 @@ def _mixed_targets(runs: list[dict]) -> list[dict]:
                      "measured": f"{ratio:.2f}× {best['policy']}, p99 {r['p99_ms']} ms (sync "
                                  f"{sync['p99_ms'] if sync else '–'} ms), slowest {r.get('max_ms')} ms"
                                  + (f"; {r['rps'] / granian['rps']:.2f}× granian (p99 {granian['p99_ms']} ms)"
-                                    if granian else "")})
+                                    if granian else "") + _cpu_story(r, best, runs)})
     locust = {(r["server"], r["policy"]): r for r in _of(runs, "mixed") if r.get("rps")}
     gthread = locust.get(("gunicorn", "gthread"))
     for (server, policy), r in sorted(locust.items()):
@@ -132,9 +163,15 @@ def sections(runs: list[dict], table, fmt) -> list[str]:
     mka = _of(runs, "mixed-keepalive")
     if mka:
         out += ["", "## Mixed keep-alive profile (wrk, 32 connections, 1 request in 8 is 10 ms of CPU)", ""]
-        out.append(table(["server", "N", "req/s", "p50 ms", "p99 ms", "slowest ms", "over 1 s", "timeouts (2 s)"],
+        out += ["The profile is CPU-bound: a server that keeps the CPUs busy is as fast as a request is cheap "
+                "to it. The workers' CPU per request (user + system, all workers) and the CPUs they kept busy "
+                "show which a rate is; the target row sets them against the app's own in-process cost.", ""]
+        out.append(table(["server", "N", "req/s", "p50 ms", "p99 ms", "slowest ms", "over 1 s", "timeouts (2 s)",
+                          "worker µs/req", "CPUs busy"],
                          [[_label(r), r["workers"], fmt(r["rps"]), fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1),
-                           fmt(r.get("max_ms"), 0), fmt(r.get("over_1s")), fmt(r.get("timeouts"))] for r in mka]))
+                           fmt(r.get("max_ms"), 0), fmt(r.get("over_1s")), fmt(r.get("timeouts")),
+                           fmt(r.get("worker_cpu_us_per_req"), 0), fmt(r.get("worker_cpus_busy"), 2)]
+                          for r in mka]))
     cap = _of(runs, "capacity")
     if cap:
         out += ["", f"## Capacity with keep-alive clients ({cap[0]['clients']} clients on `{cap[0]['path']}`)", "",

@@ -198,19 +198,27 @@ def measure_loss(srv: Server, seconds: float) -> dict:
 
 
 def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
-    """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest."""
+    """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest, and
+    the workers' CPU per request and how many CPUs they kept busy. The profile is CPU-bound: where
+    two servers both keep the CPUs busy, their rates differ only by what a request costs each."""
+    workers = srv.worker_pids()
+    cpu_before, started = cpu_seconds(workers), time.monotonic()
     res = wrk.run(srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus,
                   script=wrk.MIXED_KEEPALIVE_SCRIPT)
+    cpu_used, elapsed = cpu_seconds(workers) - cpu_before, time.monotonic() - started
     return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
             "endpoint": "mixed-keepalive", "connections": 32, "duration_s": plan.mixed_keepalive_s,
             "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "max_ms": res.get("max_ms"),
             "over_1s": res.get("over_1s"), "timeouts": res["errors"]["timeout"], "requests": res["requests"],
-            "errors_total": sum(res["errors"].values()) + res["non2xx"]}
+            "errors_total": sum(res["errors"].values()) + res["non2xx"],
+            "worker_cpu_us_per_req": round(1e6 * cpu_used / res["requests"], 1) if res["requests"] else None,
+            "worker_cpus_busy": round(cpu_used / elapsed, 2) if elapsed > 0 else None}
 
 
 def mixed_keepalive_line(srv: Server, r: dict) -> str:
     return (f"{srv.label:<18} N={srv.workers} mixed keep-alive {r['rps'] or 0:,.0f} req/s  p99 {r['p99_ms']} ms  "
-            f"max {r['max_ms']} ms  over 1 s {r['over_1s']}  timeouts {r['timeouts']}")
+            f"max {r['max_ms']} ms  over 1 s {r['over_1s']}  timeouts {r['timeouts']}  "
+            f"workers {r['worker_cpu_us_per_req']} us/req on {r['worker_cpus_busy']} CPUs")
 
 
 def capacity_line(srv: Server, r: dict) -> str:

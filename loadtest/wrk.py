@@ -8,6 +8,8 @@ from pathlib import Path
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 # The mixed keep-alive profile's script: every 8th request wrk sends is /work?ms=10, the rest `/`.
 MIXED_KEEPALIVE_SCRIPT = str(Path(__file__).with_name("mixed_keepalive.lua"))
+MIXED_EVERY = 8  # the script's `n % 8`: one request in this many is the slow one
+MIXED_SLOW, MIXED_FAST = "/work", "/"  # what it sends (the slow one with ?ms=10, the bench's /work default)
 
 
 def available() -> bool:
