@@ -281,7 +281,8 @@ def count_steps(pairs, plan: Plan, cpus: int) -> int:
                 steps += 0 if "mixed-keepalive" in plan.skip else 1
                 steps += 0 if "capacity" in plan.skip or n < 2 else (2 if server == "granian" else 3)
     if "guard" not in plan.skip:
-        steps += sum(server == "pycluster" for server, _ in pairs)
+        ours = sum(server == "pycluster" for server, _ in pairs)
+        steps += ours + (1 if ours else 0)  # each policy against the previous code, then rr against itself
     return steps
 
 

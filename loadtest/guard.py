@@ -7,6 +7,11 @@ run to the next. So the bench also takes the tree of the commit that last wrote 
 results (`git archive`), starts its master beside the current one, and measures the two in turn
 (previous, now, previous, now …) with the same wrk command; the ratio of the medians is what the
 code changed. The committed figures are still shown beside it.
+
+How small a change one run can see is measured too: the current code against itself, the same way
+(`aa`, for the first policy). Where that ratio is further from 1 than the guard's bar, this run
+cannot tell a change of that size from the machine's noise, and the report says so beside the
+verdict (the bar itself stays).
 """
 from __future__ import annotations
 
@@ -49,6 +54,29 @@ def ratios(now: list[dict], before: list[dict]) -> dict:
             "rps_ratio": round(rps_now / rps_before, 4), "p99_ratio": round(p99_now / p99_before, 4)}
 
 
+def resolves(aa: dict | None, bar: float) -> bool | None:
+    """Whether a run whose current code, measured against itself, gave the ratios in `aa` can see a
+    change of `bar` (0.03: 3%) in rate and p99; None when there was no such measurement."""
+    if aa is None:
+        return None
+    return abs(aa["rps_ratio"] - 1) <= bar and abs(aa["p99_ratio"] - 1) <= bar
+
+
+def _alternate(policy: str, n: int, redis_url: str, pairs: int, throughput: Callable[[Server], dict],
+               sides: tuple[tuple[str, Path], tuple[str, Path]]) -> dict[str, list[dict]]:
+    """`pairs` rounds of one fresh server per side, in turn; each side's measurements."""
+    out: dict[str, list[dict]] = {name: [] for name, _ in sides}
+    for _ in range(pairs):
+        for name, where in sides:
+            srv = Server("pycluster", policy, n, redis_url, root=where).start()
+            try:
+                out[name].append(throughput(srv))
+            finally:
+                srv.stop()
+                srv.cleanup()
+    return out
+
+
 def measure(policies: list[str], n: int, redis_url: str, pairs: int,
             throughput: Callable[[Server], dict], progress: Any) -> tuple[list[dict], list[str]]:
     """For each policy, `pairs` alternating runs of the previous committed code and the current one.
@@ -67,17 +95,9 @@ def measure(policies: list[str], n: int, redis_url: str, pairs: int,
         except (OSError, subprocess.SubprocessError) as exc:
             return [], [f"guard: could not export {commit[:12]} ({exc}), so no same-run comparison"]
         for policy in policies:
-            sides: dict[str, list[dict]] = {"before": [], "now": []}
             progress.start(f"guard pycluster/{policy} N={n}: {commit[:12]} against now")
             try:
-                for _ in range(pairs):
-                    for side, where in (("before", root), ("now", REPO)):
-                        srv = Server("pycluster", policy, n, redis_url, root=where).start()
-                        try:
-                            sides[side].append(throughput(srv))
-                        finally:
-                            srv.stop()
-                            srv.cleanup()
+                sides = _alternate(policy, n, redis_url, pairs, throughput, (("before", root), ("now", REPO)))
             except (RuntimeError, TimeoutError) as exc:
                 progress.note(f"guard pycluster/{policy}: not measured ({str(exc).splitlines()[0]})")
                 continue
@@ -88,7 +108,26 @@ def measure(policies: list[str], n: int, redis_url: str, pairs: int,
             out.append(record)
             progress.step(f"guard pycluster/{policy:<9} N={n} now {record['rps_now']:,.0f} req/s against "
                           f"{record['rps_before']:,.0f} ({record['rps_ratio']:.3f}×), p99 ×{record['p99_ratio']:.2f}")
+    if policies:
+        out += _same_code(policies[0], n, redis_url, pairs, throughput, progress)
     return out, []
+
+
+def _same_code(policy: str, n: int, redis_url: str, pairs: int, throughput: Callable[[Server], dict],
+               progress: Any) -> list[dict]:
+    """The current code against itself, as the guard measures: how far apart identical code reads."""
+    progress.start(f"guard pycluster/{policy} N={n}: the current code against itself")
+    try:
+        sides = _alternate(policy, n, redis_url, pairs, throughput, (("a", REPO), ("b", REPO)))
+    except (RuntimeError, TimeoutError) as exc:
+        progress.note(f"guard pycluster/{policy} against itself: not measured ({str(exc).splitlines()[0]})")
+        return []
+    record = {"kind": "guard-aa", "server": "pycluster", "policy": policy, "workers": n, "endpoint": "/",
+              "pairs": pairs, "a": [_cell(r) for r in sides["a"]], "b": [_cell(r) for r in sides["b"]],
+              **ratios(sides["b"], sides["a"])}
+    progress.step(f"guard pycluster/{policy:<9} N={n} the same code reads {record['rps_ratio']:.3f}× "
+                  f"({record['rps_now']:,.0f} against {record['rps_before']:,.0f} req/s), p99 ×{record['p99_ratio']:.2f}")
+    return [record]
 
 
 def _cell(run: dict) -> dict:

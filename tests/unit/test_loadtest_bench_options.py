@@ -45,14 +45,18 @@ def test_steps_follow_endpoints_and_skip():
     pairs = [("pycluster", "rr"), ("gunicorn", "sync")]
     p = plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed,mixed-keepalive,capacity,guard")
     assert bench.count_steps(pairs, p, 16) == 2 * 5 * 2
-    # the guard: one same-run comparison per pycluster policy
+    # the guard: one same-run comparison per pycluster policy, then the first against itself
     assert bench.count_steps(pairs, plan(endpoints="/,/work", skip="ceiling,fairness,loss,mixed,mixed-keepalive,"
-                                                                   "capacity"), 16) == 2 * 5 * 2 + 1
+                                                                   "capacity"), 16) == 2 * 5 * 2 + 1 + 1
+    others = [("gunicorn", "sync")]  # no pycluster policy: no guard at all
+    assert bench.count_steps(others, plan(endpoints="/", skip="ceiling,fairness,loss,mixed,mixed-keepalive,capacity"),
+                             16) == bench.count_steps(others, plan(endpoints="/", skip="ceiling,fairness,loss,mixed,"
+                                                                   "mixed-keepalive,capacity,guard"), 16)
     default = bench.make_plan(False, 2, None)
     # ceiling + per pair and N: 3 endpoints + close; at N=2: fairness modes + loss (rr, sync) + mixed,
-    # the mixed keep-alive profile and three capacity timelines; the guard for rr
+    # the mixed keep-alive profile and three capacity timelines; the guard for rr, and rr against itself
     fair = len(bench.fairness.MODES) + 1
-    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * (1 + 3) + 1
+    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * (1 + 3) + 2
 
 
 def test_servers_accept_dashes_slashes_and_families():

@@ -77,3 +77,23 @@ def test_the_same_run_comparison_judges_the_guard_and_the_committed_figures_are_
     rows = {r["policy"]: r for r in balance_report._guard(runs, previous)}
     assert not rows["reuseport"]["met"] and "committed" not in rows["reuseport"]["measured"]
     assert "(1 pair):" in rows["reuseport"]["measured"]
+
+
+def test_a_run_resolves_the_bar_only_where_the_same_code_reads_within_it():
+    assert guard.resolves({"rps_ratio": 0.98, "p99_ratio": 1.02}, 0.03)
+    assert not guard.resolves({"rps_ratio": 0.96, "p99_ratio": 1.0}, 0.03)
+    assert not guard.resolves({"rps_ratio": 1.0, "p99_ratio": 0.9}, 0.03)  # better by 10% is noise too
+    assert guard.resolves(None, 0.03) is None
+
+
+def test_the_guard_row_says_how_far_apart_the_same_code_read_and_keeps_the_bar():
+    aa = {**same_run("rr", 1.06, 0.9), "kind": "guard-aa", "pairs": 3}
+    runs = [throughput("rr", 14000.0, 4.2), same_run("rr", 0.99, 1.01), aa]
+    row, = balance_report._guard(runs, [])
+    assert row["met"]  # judged by the comparison with the previous code, as before
+    assert "the same code (rr, 3 pairs) read 1.060× rate, p99 ×0.90: this run cannot tell 3%" in row["measured"]
+    runs[-1] = {**aa, "rps_ratio": 1.01, "p99_ratio": 0.99, "pairs": 1}
+    row, = balance_report._guard(runs, [])
+    assert "(rr, 1 pair) read 1.010× rate, p99 ×0.99: a change of 3% shows" in row["measured"]
+    runs[1] = same_run("rr", 0.9, 1.0)
+    assert not balance_report._guard(runs, [])[0]["met"]
