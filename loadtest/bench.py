@@ -201,17 +201,26 @@ def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
     """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest, and
     the workers' CPU per request and how many CPUs they kept busy. The profile is CPU-bound: where
     two servers both keep the CPUs busy, their rates differ only by what a request costs each."""
-    workers = srv.worker_pids()
-    cpu_before, started = cpu_seconds(workers), time.monotonic()
-    res = wrk.run(srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus,
-                  script=wrk.MIXED_KEEPALIVE_SCRIPT)
-    cpu_used, elapsed = cpu_seconds(workers) - cpu_before, time.monotonic() - started
+    res, cpu_used, elapsed = with_worker_cpu(srv, lambda: wrk.run(
+        srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus, script=wrk.MIXED_KEEPALIVE_SCRIPT))
     return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
             "endpoint": "mixed-keepalive", "connections": 32, "duration_s": plan.mixed_keepalive_s,
             "rps": res["rps"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "max_ms": res.get("max_ms"),
             "over_1s": res.get("over_1s"), "timeouts": res["errors"]["timeout"], "requests": res["requests"],
-            "errors_total": sum(res["errors"].values()) + res["non2xx"],
-            "worker_cpu_us_per_req": round(1e6 * cpu_used / res["requests"], 1) if res["requests"] else None,
+            "errors_total": sum(res["errors"].values()) + res["non2xx"], **cpu_figures(cpu_used, elapsed, res["requests"])}
+
+
+def with_worker_cpu(srv: Server, measure):
+    """Run measure(): its result, the CPU seconds the server's workers used meanwhile, and the wall seconds."""
+    workers = srv.worker_pids()
+    before, started = cpu_seconds(workers), time.monotonic()
+    result = measure()
+    return result, cpu_seconds(workers) - before, time.monotonic() - started
+
+
+def cpu_figures(cpu_used: float, elapsed: float, requests: int | None) -> dict:
+    """The workers' CPU per request (µs) and how many CPUs they kept busy, for a profile's record."""
+    return {"worker_cpu_us_per_req": round(1e6 * cpu_used / requests, 1) if requests else None,
             "worker_cpus_busy": round(cpu_used / elapsed, 2) if elapsed > 0 else None}
 
 
@@ -338,11 +347,14 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                                           f"{loss['requests']} failed {loss['by_kind']}")
                     if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")):
                         progress.start(f"{srv.label} N={n} mixed (locust)")
-                        m = mixed.run(srv.url, plan.mixed_users, plan.mixed_s, cpus=plan.wrk_cpus)
+                        m, cpu_used, elapsed = with_worker_cpu(
+                            srv, lambda: mixed.run(srv.url, plan.mixed_users, plan.mixed_s, cpus=plan.wrk_cpus))
                         runs.append({"kind": "mixed", "server": server, "policy": policy, "workers": n,
-                                     "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m})
+                                     "endpoint": "mixed", "users": plan.mixed_users, "tool": "locust", **m,
+                                     **cpu_figures(cpu_used, elapsed, m.get("requests"))})
                         progress.step(f"{srv.label:<18} N={n} mixed (locust) {m['rps'] or 0:,.0f} req/s "
-                                      f"p99 {m['p99_ms']} ms, {m['failures']} failures")
+                                      f"p99 {m['p99_ms']} ms, {m['failures']} failures, workers "
+                                      f"{runs[-1]['worker_cpu_us_per_req']} us/req on {runs[-1]['worker_cpus_busy']} CPUs")
                     if "mixed-keepalive" not in plan.skip:
                         runs.append(measure_mixed_keepalive(srv, plan))
                         progress.step(mixed_keepalive_line(srv, runs[-1]))

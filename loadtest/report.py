@@ -165,12 +165,15 @@ def markdown(runs: list[dict], meta: dict, plots: list[str], plot_dir: str = "be
                 "`/work` req/s is the CPU-bound endpoint's share of the total (10 ms of CPU each, against "
                 "about 0.1 ms for the others). The total counts every request alike, so where Locust shares "
                 "the CPUs with the server, a server that serves fewer `/work` leaves Locust more CPU for "
-                "cheap requests and scores a higher total: compare the two columns, not the total alone.", ""]
+                "cheap requests and scores a higher total: compare the two columns, not the total alone. "
+                "The workers' CPU per request and the CPUs they kept busy (Locust runs much longer than its "
+                "measured window, so CPUs busy counts its start and stop too) say the same from the server's side.", ""]
         out.append(table(["server", "N", "users", "req/s", "/work req/s", "other req/s", "p50 ms", "p99 ms",
-                          "requests", "failures"],
+                          "requests", "failures", "worker µs/req", "CPUs busy"],
                          [[label(r), r["workers"], r.get("users"), fmt(r["rps"]), fmt(r.get("work_rps")),
                            fmt(r.get("other_rps")), fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["requests"]),
-                           fmt(r["failures"])] for r in mixed]))
+                           fmt(r["failures"]), fmt(r.get("worker_cpu_us_per_req"), 0),
+                           fmt(r.get("worker_cpus_busy"), 2)] for r in mixed]))
 
     out += balance_report.sections(runs, table, fmt)
 
