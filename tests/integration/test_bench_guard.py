@@ -32,8 +32,8 @@ def test_the_previous_committed_code_and_ours_serve_in_turn_from_their_own_trees
         records, notes = guard.measure(["rr"], 2, redis.url, 2, cell, Progress(1, stream=io.StringIO()))
     finally:
         redis.stop()
-    assert notes == [] and len(records) == 1
-    record = records[0]
+    assert notes == [] and [r["kind"] for r in records] == ["guard", "guard-aa"]
+    record, same_code = records
     assert record["previous_commit"] == guard.previous_commit() and record["pairs"] == 2
     # previous, now, previous, now: each side's workers run in that side's tree
     roots = [root for _policy, root, _pids in served]
@@ -42,3 +42,7 @@ def test_the_previous_committed_code_and_ours_serve_in_turn_from_their_own_trees
     assert [c["rps"] for c in record["before"]] == [101.0, 103.0] and [c["rps"] for c in record["now"]] == [102.0, 104.0]
     assert record["rps_ratio"] == round(103.0 / 102.0, 4)
     assert not os.path.exists(roots[0])  # the exported tree is gone afterwards
+    # then the current code against itself, the same way: four more fresh masters, all in our tree
+    assert len(served) == 8 and roots[4:] == [str(REPO)] * 4
+    assert [c["rps"] for c in same_code["a"]] == [105.0, 107.0] and [c["rps"] for c in same_code["b"]] == [106.0, 108.0]
+    assert same_code["rps_ratio"] == round(107.0 / 106.0, 4) and same_code["pairs"] == 2
