@@ -137,12 +137,15 @@ def test_a_draining_replica_reports_not_ready(stack):
     index = len(stack.running("app"))
     replica = stack.running("app")[index - 1]
     ticks = stack.processes(index)["worker_cpu_ticks"]
-    # Three requests of 1 s of CPU each keep its one worker draining for ~3 s.
+    # Three requests of 1 s of CPU each keep its one worker draining for ~3 s. Their statuses are
+    # printed once all have ended: print() from three threads at once can run two lines together.
     slow = subprocess.Popen(
         ["docker", "exec", replica, "python", "-c",
          "import threading, urllib.request\n"
-         "def one(): print(urllib.request.urlopen('http://127.0.0.1:8000/work?ms=1000', timeout=30).status)\n"
-         "ts = [threading.Thread(target=one) for _ in range(3)]\n[t.start() for t in ts]\n[t.join() for t in ts]"],
+         "got = []\n"
+         "def one(): got.append(urllib.request.urlopen('http://127.0.0.1:8000/work?ms=1000', timeout=30).status)\n"
+         "ts = [threading.Thread(target=one) for _ in range(3)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+         "print(*got, sep='\\n')"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Inside the replica: GET /ready every 50 ms until the master is gone; one status per line.
     poll = subprocess.Popen(
