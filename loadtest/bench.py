@@ -156,14 +156,14 @@ def measure_throughput(srv: Server, endpoint: str, plan: Plan, close: bool) -> d
     url = srv.url + endpoint
     if plan.warmup_s:
         wrk.run(url, plan.warmup_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
-    workers = srv.worker_pids()
-    before, workers_before = sample(srv.proc.pid), cpu_seconds(workers)
-    res = wrk.run(url, plan.duration_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus)
-    after, workers_after = sample(srv.proc.pid), cpu_seconds(workers)
+    before = sample(srv.proc.pid)
+    res, cpu_used, elapsed = with_worker_cpu(srv, lambda: wrk.run(
+        url, plan.duration_s, plan.connections, plan.wrk_threads, close=close, cpus=plan.wrk_cpus))
+    after = sample(srv.proc.pid)
     errors = sum(res["errors"].values()) + res["non2xx"]
     # The workers' CPU (user + system) per request: what serving one costs, whatever the load generator
     # and the other servers' processes do meanwhile (a worker replaced mid-run makes it an underestimate).
-    worker_us = 1e6 * (workers_after - workers_before) / res["requests"] if res["requests"] else None
+    worker_us = cpu_figures(cpu_used, elapsed, res["requests"])["worker_cpu_us_per_req"]
     return {
         "kind": "throughput", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
         "endpoint": endpoint, "conn": "close" if close else "keepalive", "tool": "wrk",
@@ -172,7 +172,7 @@ def measure_throughput(srv: Server, endpoint: str, plan: Plan, close: bool) -> d
         "errors_total": errors, "errors": res["errors"], "non2xx": res["non2xx"],
         "master_cpu_pct": None if cpu_percent(before, after) is None else round(cpu_percent(before, after), 1),
         "master_rss_mb": None if after is None else round(after.rss / 2**20, 1),
-        "worker_cpu_us_per_req": None if worker_us is None else round(worker_us, 1),
+        "worker_cpu_us_per_req": worker_us,
     }
 
 
