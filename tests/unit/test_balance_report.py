@@ -49,3 +49,30 @@ def test_target_row_without_cpu_figures_says_nothing_of_them():
     old = [_mixed("pycluster", "rr", 1_300, None, None), _mixed("gunicorn", "gevent", 1_100, None, None)]
     row, = balance_report._mixed_targets(old)
     assert row["met"] and "CPU" not in row["measured"]
+
+
+def test_cpu_figures_per_request_and_cpus_busy():
+    from loadtest.bench import cpu_figures
+    assert cpu_figures(1.5, 1.0, 1_000) == {"worker_cpu_us_per_req": 1500.0, "worker_cpus_busy": 1.5}
+    assert cpu_figures(1.5, 0.0, 0) == {"worker_cpu_us_per_req": None, "worker_cpus_busy": None}
+
+
+def test_with_worker_cpu_counts_the_cpu_the_workers_use_while_measuring():
+    import os
+    import time
+
+    from loadtest.bench import with_worker_cpu
+
+    class ThisProcessServes:  # the "workers" are this very process: its CPU is what gets counted
+        def worker_pids(self):
+            return [os.getpid()]
+
+    def burn():
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:
+            pass
+        return "measured"
+
+    result, cpu_used, elapsed = with_worker_cpu(ThisProcessServes(), burn)
+    assert result == "measured"
+    assert cpu_used >= 0.2 and elapsed >= cpu_used * 0.9  # /proc counts in clock ticks (10 ms)
