@@ -16,9 +16,11 @@ kept open, its worker gives it back and the primary puts it in the pool instead:
   what a process opens by itself (`number_range`), chosen by the primary, installed by each
   worker with dup2.
 - The worker that takes a connection serves its requests until nothing of a next one is
-  buffered, then re-arms it. When the connection ends, that worker removes it from the set,
-  shuts it down (the client sees the end although other descriptors of it stay open) and
-  tells the primary, which closes its own and tells the others to close theirs.
+  buffered, then re-arms it; or, while it holds no more than its share of all the keep-alive
+  clients, keeps it until the client pauses (as any kept connection). When the connection
+  ends, that worker removes it from the set, shuts it down (the client sees the end although
+  other descriptors of it stay open) and tells the primary, which closes its own and tells the
+  others to close theirs.
 
 The primary must know who holds a pooled connection: a worker that dies holding one would leave
 it disarmed for good, and an idle one past the keep-alive timeout is closed by the primary,
@@ -57,9 +59,11 @@ _ANCILLARY = socket.CMSG_SPACE(MAX_PER_MESSAGE * array.array("i").itemsize)
 # The table: CELLS int64 per connection slot, each with one writer at a time.
 OWNER, IDLE_SINCE_NS, GEN = 0, 1, 2  # the worker id holding it (0: nobody); monotonic ns; generation
 CELLS = 3
-# After the last slot, the primary's figures: how many workers take from the set, and how many
-# connections are pooled (a worker keeps no more than its share of them between requests).
-TAKERS, MEMBERS = 0, 1
+# After the last slot, the primary's figures: how many workers take from the set, how many
+# connections are pooled, and how many keep-alive clients there are in all (those the workers keep
+# between requests, pooled or not, and those idle in the set). A worker keeps a pooled connection
+# only while it holds no more than its share of all the clients.
+TAKERS, MEMBERS, CLIENTS = 0, 1, 2
 MAX_SLOTS = 4096  # pooled connections at most (like parked ones); past that, they are parked
 TOP_BASE = 32768  # the range starts no higher, so a descriptor table stays small
 
@@ -109,9 +113,18 @@ class Table(Board):
         self.cells[slot * CELLS + cell] = value
 
     def share(self) -> int:
-        """The pooled connections one worker may keep between requests: an even share, rounded up."""
-        takers, members = self.get(self.slots, TAKERS), self.get(self.slots, MEMBERS)
-        return -(-members // takers) if takers > 0 else members
+        """The keep-alive clients one worker may keep between requests: an even share of all of
+        them, rounded up (of the pooled ones, until the primary has counted the clients)."""
+        takers = self.get(self.slots, TAKERS)
+        clients = max(self.get(self.slots, CLIENTS), self.get(self.slots, MEMBERS))
+        return -(-clients // takers) if takers > 0 else clients
+
+
+def may_keep(kept_here: int, counted: bool, share: int) -> bool:
+    """Whether a worker that keeps `kept_here` keep-alive clients (this connection among them if
+    `counted`) may keep a pooled connection it is serving until its client pauses: only within
+    `share` (Table.share), this one included; otherwise it goes back to the set after each request."""
+    return kept_here + (0 if counted else 1) <= share
 
 
 def _table_bytes(slots: int) -> int:

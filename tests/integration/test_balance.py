@@ -211,6 +211,33 @@ def test_rebalancing_after_a_scale_up_never_fails_a_request(master, clients, poo
     assert load.failures == []
 
 
+def test_keep_alive_clients_moved_by_a_rebalance_stay_where_they_were_moved(master, clients):
+    """A connection given up to rebalance goes into the keep-alive pool, where whichever worker is
+    free serves its next request. The worker that gave it up must not keep it again while it holds
+    its share of the clients from its lane (master/core/pool.py, may_keep). Without that, half the
+    moved connections came back each round: after this scale-up, 16 clients took 23 to 40 moves and
+    2.5 to 5 s to reach 8 and 8 (measured), against 8 moves and a quarter of a second."""
+    m = master(workers=1)
+    load = clients(m.port, count=16, path="/")  # fast requests: only a rebalance sends them to the pool
+    wait_for(lambda: len(load.answers) >= 160, timeout=10, what="the clients answered")
+    assert m.ctl("scale", "2").returncode == 0
+    scaled_at = time.monotonic()
+
+    def split() -> list[int]:
+        with load.lock:
+            where = {client: pid for t, client, pid in load.answers if t >= scaled_at}  # each one's latest worker
+        return sorted(Counter(where.values()).values()) if len(where) == 16 else []
+
+    wait_for(lambda: split() == [8, 8], timeout=3, what=f"8 and 8 clients (now {split()})")
+    settled_at = time.monotonic()
+    wait_for(lambda: time.monotonic() >= settled_at + 1, timeout=5, what="a second more")
+    assert split() == [8, 8]  # and they stay
+    moved = sum(w["shed"] for w in m.status()["workers"])
+    assert 8 <= moved <= 12, moved  # each moved about once, not back and forth
+    load.finish()
+    assert load.failures == []
+
+
 def test_a_stalled_worker_stops_receiving_connections_and_what_it_held_is_served(master):
     import requests
 

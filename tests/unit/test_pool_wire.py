@@ -98,5 +98,16 @@ def test_a_workers_share_of_the_pool_is_an_even_split_rounded_up():
         assert table.share() == 11
         table.set(15, pool.OWNER, 7)  # the figures live past the last slot, never in one
         assert table.share() == 11 and table.get(15, pool.OWNER) == 7
+        table.set(table.slots, pool.CLIENTS, 45)  # every keep-alive client, pooled or kept by a worker
+        assert table.share() == 15
+        table.set(table.slots, pool.CLIENTS, 10)  # counted before more were pooled: the pool is the floor
+        assert table.share() == 11
     finally:
         table.close()
+
+
+def test_a_worker_keeps_a_pooled_connection_only_within_its_share_of_all_clients():
+    assert pool.may_keep(7, False, 8)  # this one makes 8: kept until its client pauses
+    assert not pool.may_keep(8, False, 8)  # it would make 9: back to the set after this request
+    assert pool.may_keep(8, True, 8)  # already one of the 8
+    assert not pool.may_keep(12, True, 8)  # a worker holding more from its lane keeps none of the pool

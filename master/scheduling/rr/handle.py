@@ -317,7 +317,7 @@ class RoundRobinHandle(Handle):
         self.parking.expire()
         if self.pool is not None:
             self.pool.keepalive_timeout = self.keepalive_timeout
-            self.pool.tick()
+            self.pool.tick(sum(w.board[fields.KEPT] for w in self.workers.values() if w.board is not None))
         now = self.loop.clock()
         for worker_id in list(self.turns):
             self._check_stall(worker_id, now)

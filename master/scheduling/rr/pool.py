@@ -203,14 +203,21 @@ class Pool:
         self._forget(number)
 
     # -- the periodic look -------------------------------------------------------------------
-    def tick(self) -> None:
-        """Flush links that were full; close connections idle past the keep-alive timeout.
+    def tick(self, kept_by_workers: int = 0) -> None:
+        """Flush links that were full; count the keep-alive clients; close connections idle past
+        the keep-alive timeout.
+
+        `kept_by_workers`: the connections the workers keep between requests now (their boards'
+        KEPT). With those idle in the set, they are every keep-alive client, which the workers
+        share out (Table.share).
 
         Idle ones leave the set first and are closed a moment later, once nobody took one in
         between (a worker the set had just reported it to marks the slot at once).
         """
         for link in self.links.values():
             link.flush()
+        idle_in_set = sum(1 for number in self.members if self.table.get(number - self.base, wire.OWNER) == 0)
+        self.table.set(self.slots, wire.CLIENTS, kept_by_workers + idle_in_set)
         now_ns = time.monotonic_ns()
         now = time.monotonic()
         for number, (stamp, since) in list(self.revoking.items()):

@@ -483,7 +483,7 @@ class Connection:
         wait behind, and time slices already let the others pass them here.
         """
         if self.server.pooling_now() and not computing_client(self.turn) or (
-                self.pool is not None and not self.pool.keeps()):
+                self.pool is not None and not self.pool.keeps(self)):
             self.hand_back = True
             return True
         verdict = self.server.runtime.balancer.at_boundary()
