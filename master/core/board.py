@@ -4,7 +4,7 @@ Heartbeats come once a second; placing a connection or a request by load needs t
 this very moment. Each worker gets a memfd at fork, maps it, and keeps its counters there with
 plain stores (tens of nanoseconds); the primary maps the same page and reads them. Every field
 has exactly one writer, so no lock is needed: the worker writes its own figures, the primary
-writes only SHED_ASKED. A reader may see a figure a moment old, never a torn one (aligned
+writes only SHED_ASKED and TAKES_BACK. A reader may see a figure a moment old, never a torn one (aligned
 8-byte stores).
 """
 from __future__ import annotations
@@ -25,6 +25,10 @@ SERVED = 7  # requests served, ever
 HEARTBEATS = 8  # bumped by the heartbeat greenlet, which runs only while the worker's loop turns
 FULL = 9  # 1 while the worker is at its connection cap and takes nothing new (not stalled: full)
 KEPT = 10  # open connections kept alive after a response: the clients that stay (what rebalancing spreads)
+# Written by the primary (rr): 1 while its listener stays open, so it takes this worker's idle
+# keep-alive connections back even while the worker drains (a rolling restart, a scale-down) and
+# gives them to the others; 0 once the listener closes (a shutdown), when draining closes them.
+TAKES_BACK = 11
 FIELDS = 16  # room to grow without changing the page
 SIZE = FIELDS * 8
 ENV = "PYCLUSTER_BOARD_FD"

@@ -18,6 +18,12 @@ An engine that can also gives back any keep-alive connection idle for longer tha
 `park_after` seconds (None: never), so that a client that pauses between requests has its
 next one served by whichever worker is least busy then.
 
+While the worker drains, an engine that can gives back every keep-alive connection, after its
+response or once it is idle, for as long as `takes_back_while_draining()` says the primary takes
+them (rr, its listener open: a rolling restart or a scale-down). Its clients then go on with the
+other workers on the connection they have, and no idle one is closed under a client that is just
+sending its next request. Otherwise (shared, reuseport, a shutdown) draining closes them.
+
 The decisions live here, not in the engines, so an engine can change under them.
 """
 from __future__ import annotations
@@ -49,6 +55,10 @@ class Balancer:
             return KEEP
         cells[fields.SHED_DONE] += 1
         return HAND_BACK if self.lane is not None else CLOSE
+
+    def takes_back_while_draining(self) -> bool:
+        """Whether the primary takes idle keep-alive connections back from this worker as it drains."""
+        return self.lane is not None and self.cells[fields.TAKES_BACK] == 1
 
     def hand_back(self, sock: Any, peer: Any) -> bool:
         """Give an idle connection back to the primary; False if it cannot take it (keep serving it)."""

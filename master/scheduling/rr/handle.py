@@ -74,6 +74,7 @@ class RoundRobinHandle(Handle):
         self.turns: deque[int] = deque()  # worker ids, next in turn first
         self.placed: dict[int, int] = {}  # new connections placed per worker, rebased (placement.settle_placed)
         self.lanes: dict[int, Lane] = {}  # kept until the worker exits, even once removed
+        self.boards: dict[int, Any] = {}  # the same: each worker's load board, draining ones too
         self.held: dict[int, deque[Conn]] = {}  # our copies of its latest HELD connections
         # (descriptor, peer address): raw, not socket objects, since the primary only passes
         # them on and closes them; the address travels along so workers need no getpeername.
@@ -99,6 +100,9 @@ class RoundRobinHandle(Handle):
         self.lanes[worker.id] = lane
         self.held[worker.id] = deque()
         self.workers[worker.id] = worker
+        if worker.board is not None:
+            self.boards[worker.id] = worker.board
+            worker.board[fields.TAKES_BACK] = 1  # until the listener closes (board.TAKES_BACK)
         self.turns.append(worker.id)
         self.placed[worker.id] = placement.placed_for_newcomer(self.placed)
         self.loop.add_reader(lane.ours.fileno(), lambda: self._on_lane_readable(worker.id, lane))
@@ -136,6 +140,8 @@ class RoundRobinHandle(Handle):
         if self._closed:
             return
         self._closed = True
+        for board in self.boards.values():
+            board[fields.TAKES_BACK] = 0  # draining workers close their keep-alive connections now
         self._set_accepting(False)
         self._accept_queued(4096)
         super().close()
@@ -362,6 +368,7 @@ class RoundRobinHandle(Handle):
     def _worker_exited(self, worker: Any, signal: str | None) -> None:
         """Re-route what the dead worker never read or never started; release its lane."""
         lane = self.lanes.pop(worker.id, None)
+        self.boards.pop(worker.id, None)
         if lane is None:
             return
         # Once the listener is closed the primary no longer calls remove(): forget it here too.

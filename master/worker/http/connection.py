@@ -171,7 +171,8 @@ class Connection:
                 return
             else:
                 woke = self._receive(self._next_deadline())
-                if woke is EXPIRED and self.parking:  # idle past park_after: the primary places what comes next
+                # Idle past park_after, or idle while the worker drains: the primary places what comes next.
+                if woke is EXPIRED and (self.parking or self._drain_takes_idle()):
                     self.parking = False
                     if self.pool is not None:
                         self.released = True  # pooled: back in the set, which does the same
@@ -181,6 +182,15 @@ class Connection:
                     woke = self._receive(self._idle_deadline())
                 if woke is not True:  # closed, reset, or out of time (a late head is closed quietly, as
                     return  # pywsgi, gunicorn and nginx do: answering would only feed a slow reader)
+
+    def _drain_takes_idle(self) -> bool:
+        """Draining, and this connection waits for a next request within its keep-alive timeout:
+        the primary takes it back rather than have us close it (balance.py)."""
+        if not self.server.runtime.draining or not self.idle or self.parser.in_head or self.parser.current is not None:
+            return False
+        timeout = self.server.limits.keepalive_timeout
+        return (not timeout or _monotonic() - self.since < timeout) and \
+            self.server.runtime.balancer.takes_back_while_draining()
 
     def _idle_here(self) -> bool:
         """Nothing of a next request has reached us (what the kernel holds, the set reports)."""
@@ -423,8 +433,10 @@ class Connection:
         lines, length, app_close, _ = head_lines(self.status, self.headers)
         self.no_body = env["REQUEST_METHOD"] == "HEAD" or self.status.startswith(NO_BODY_STATUS)
         framed = self._frame(lines, length, total, env)
-        keep = (framed and req.keep_alive and not app_close and not self.server.runtime.draining
-                and (req.complete or self._drop_body(req)) and self._boundary())
+        draining = self.server.runtime.draining
+        keep = (framed and req.keep_alive and not app_close
+                and (not draining or self.server.runtime.balancer.takes_back_while_draining())
+                and (req.complete or self._drop_body(req)) and (self._drain_boundary() if draining else self._boundary()))
         if not keep:
             lines.append("Connection: close\r\n")
         elif env["SERVER_PROTOCOL"] == "HTTP/1.0":
@@ -491,6 +503,11 @@ class Connection:
             return True
         self.hand_back = verdict == HAND_BACK
         return self.hand_back
+
+    def _drain_boundary(self) -> bool:
+        """Draining, and the primary takes connections back: this one goes back once answered."""
+        self.hand_back = True
+        return True
 
     def _within_length(self, data: bytes) -> bytes:
         remaining = self.remaining

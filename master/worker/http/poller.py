@@ -14,8 +14,9 @@ connection reads at once when it next wants bytes.
 
 The sweep, a timer in the hub, expires connections that wait on a client past their
 deadline (head, body, idle keep-alive, a stalled write) and, while the worker drains,
-closes keep-alive connections that have been idle for IDLE_CLOSE_AFTER. A connection in the middle of
-a request (its head or body) is an open exchange: a drain waits for it, up to its timeout.
+expires keep-alive connections that have been idle for IDLE_CLOSE_AFTER (given back to the master
+under rr while it takes them, closed otherwise). A connection in the middle of a request (its head
+or body) is an open exchange: a drain waits for it, up to its timeout.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class Poller:
         self._poll = self.epoll.poll
         self.conns: dict[int, Any] = {}  # descriptor -> connection
         self.runners: list[Any] = []  # idle greenlets that serve the next connection (connection.py)
-        self.draining = False  # close keep-alive connections idle for IDLE_CLOSE_AFTER
+        self.draining = False  # expire keep-alive connections idle for IDLE_CLOSE_AFTER (given back, or closed)
         self.closing = False  # expire every connection that waits on its client (a drain's deadline)
         self._loop = loop
         self._watcher = loop.io(self.epoll.fileno(), 1)

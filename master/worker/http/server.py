@@ -1,8 +1,9 @@
 """The httptools engine's server: the interface serve.py drives, the same as the pywsgi engine's.
 
 It owns the worker's connections (the Poller), where they come from (intake.py), the cap on
-how many are open at once, and the drain: stop taking connections, answer with
-`Connection: close`, close keep-alive connections once idle, wait until all have ended.
+how many are open at once, and the drain: stop taking connections, give keep-alive connections
+back to the master (rr, while it takes them) or answer with `Connection: close` and close them
+once idle, wait until all have ended.
 """
 from __future__ import annotations
 
@@ -159,7 +160,7 @@ class HttpServer:
     # -- draining ---------------------------------------------------------------------------
     def stop_taking_connections(self) -> None:
         """Take no new connections (rr: the lane sends handoffs back while draining)."""
-        self.poller.draining = True  # keep-alive connections idle for a moment now close
+        self.poller.draining = True  # keep-alive connections idle for a moment now go back (rr) or close
         if self.pool_intake is not None:
             self.pool_intake.stop()
         if self.policy != SCHED_RR and isinstance(self.intake, ListenerIntake):
