@@ -18,8 +18,8 @@ An engine that can also gives back any keep-alive connection idle for longer tha
 `park_after` seconds (None: never), so that a client that pauses between requests has its
 next one served by whichever worker is least busy then.
 
-While the worker drains, an engine that can gives back every keep-alive connection, after its
-response or once it is idle, for as long as `takes_back_while_draining()` says the primary takes
+While the worker drains, an engine that can gives back every keep-alive connection once its
+response is sent (and an idle one after park_after, as always), for as long as `takes_back_while_draining()` says the primary takes
 them (rr, its listener open: a rolling restart or a scale-down). Its clients then go on with the
 other workers on the connection they have, and no idle one is closed under a client that is just
 sending its next request. Otherwise (shared, reuseport, a shutdown) draining closes them.

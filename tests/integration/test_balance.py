@@ -246,9 +246,9 @@ def test_keep_alive_clients_moved_by_a_rebalance_stay_where_they_were_moved(mast
 def test_a_draining_worker_passes_its_keep_alive_clients_on_without_closing_them(master, clients, pool,
                                                                               operation):
     """rr, its listener open: a worker leaving (a rolling restart, a scale-down) gives its keep-alive
-    connections back to the master at their next request boundary, or once idle, and they go on
-    with the others. Told `Connection: close` instead, every client reconnected: 16 to 18
-    connections for 8 clients over a rolling restart (measured)."""
+    connections back to the master once their next answer is sent (idle ones after 0.1 s, as
+    always), and they go on with the others. Told `Connection: close` instead, every client
+    reconnected: 16 to 18 connections for 8 clients over a rolling restart (measured)."""
     m = master("--keepalive-pool", pool, workers=2)
     load = clients(m.port, count=8, path="/")
     wait_for(lambda: len(load.shares(0, float("inf"))) == 2, timeout=10, what="both workers answering")

@@ -171,8 +171,7 @@ class Connection:
                 return
             else:
                 woke = self._receive(self._next_deadline())
-                # Idle past park_after, or idle while the worker drains: the primary places what comes next.
-                if woke is EXPIRED and (self.parking or self._drain_takes_idle()):
+                if woke is EXPIRED and self.parking:  # idle past park_after: the primary places what comes next
                     self.parking = False
                     if self.pool is not None:
                         self.released = True  # pooled: back in the set, which does the same
@@ -182,15 +181,6 @@ class Connection:
                     woke = self._receive(self._idle_deadline())
                 if woke is not True:  # closed, reset, or out of time (a late head is closed quietly, as
                     return  # pywsgi, gunicorn and nginx do: answering would only feed a slow reader)
-
-    def _drain_takes_idle(self) -> bool:
-        """Draining, and this connection waits for a next request within its keep-alive timeout:
-        the primary takes it back rather than have us close it (balance.py)."""
-        if not self.server.runtime.draining or not self.idle or self.parser.in_head or self.parser.current is not None:
-            return False
-        timeout = self.server.limits.keepalive_timeout
-        return (not timeout or _monotonic() - self.since < timeout) and \
-            self.server.runtime.balancer.takes_back_while_draining()
 
     def _idle_here(self) -> bool:
         """Nothing of a next request has reached us (what the kernel holds, the set reports)."""
@@ -211,10 +201,15 @@ class Connection:
         else:
             self.idle, self.since, timeout = True, now, limits.keepalive_timeout
             runtime = self.server.runtime
-            park = runtime.balancer.park_after  # None unless the primary can take idle connections (rr)
-            if park is not None and not runtime.draining and not (timeout and timeout <= park):
-                self.parking = True
-                return now + park
+            balancer = runtime.balancer
+            park = balancer.park_after  # None unless the primary can take idle connections (rr)
+            if park is not None and not (timeout and timeout <= park):
+                if not runtime.draining:
+                    self.parking = True
+                    return now + park
+                if balancer.takes_back_while_draining():  # an answer's hand-back failed: at the next sweep
+                    self.parking = True
+                    return now
         return now + timeout if timeout else 0.0
 
     def _idle_deadline(self) -> float:
