@@ -4,8 +4,8 @@ Heartbeats come once a second; placing a connection or a request by load needs t
 this very moment. Each worker gets a memfd at fork, maps it, and keeps its counters there with
 plain stores (tens of nanoseconds); the primary maps the same page and reads them. Every field
 has exactly one writer, so no lock is needed: the worker writes its own figures, the primary
-writes only SHED_ASKED and TAKES_BACK. A reader may see a figure a moment old, never a torn one (aligned
-8-byte stores).
+writes only SHED_ASKED and TAKES_BACK. A reader may see a figure a moment old, never a torn one
+(aligned 8-byte stores).
 """
 from __future__ import annotations
 

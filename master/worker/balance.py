@@ -19,10 +19,11 @@ An engine that can also gives back any keep-alive connection idle for longer tha
 next one served by whichever worker is least busy then.
 
 While the worker drains, an engine that can gives back every keep-alive connection once its
-response is sent (and an idle one after park_after, as always), for as long as `takes_back_while_draining()` says the primary takes
-them (rr, its listener open: a rolling restart or a scale-down). Its clients then go on with the
-other workers on the connection they have, and no idle one is closed under a client that is just
-sending its next request. Otherwise (shared, reuseport, a shutdown) draining closes them.
+response is sent (and an idle one after park_after, as always), for as long as
+`takes_back_while_draining()` says the primary takes them (rr, its listener open: a rolling
+restart or a scale-down). Its clients then go on with the other workers on the connection they
+have, and no idle one is closed under a client that is just sending its next request. Otherwise
+(shared, reuseport, a shutdown) draining closes them.
 
 The decisions live here, not in the engines, so an engine can change under them.
 """

@@ -216,7 +216,8 @@ class Pool:
         """
         for link in self.links.values():
             link.flush()
-        idle_in_set = sum(1 for number in self.members if self.table.get(number - self.base, wire.OWNER) == 0)
+        owner = wire.OWNER
+        idle_in_set = sum(1 for number in self.members if self.table.get(number - self.base, owner) == 0)
         self.table.set(self.slots, wire.CLIENTS, kept_by_workers + idle_in_set)
         now_ns = time.monotonic_ns()
         now = time.monotonic()

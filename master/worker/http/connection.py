@@ -431,7 +431,8 @@ class Connection:
         draining = self.server.runtime.draining
         keep = (framed and req.keep_alive and not app_close
                 and (not draining or self.server.runtime.balancer.takes_back_while_draining())
-                and (req.complete or self._drop_body(req)) and (self._drain_boundary() if draining else self._boundary()))
+                and (req.complete or self._drop_body(req))
+                and (self._drain_boundary() if draining else self._boundary()))
         if not keep:
             lines.append("Connection: close\r\n")
         elif env["SERVER_PROTOCOL"] == "HTTP/1.0":
