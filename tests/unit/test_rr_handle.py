@@ -70,3 +70,55 @@ def test_a_refusal_after_the_listener_closed_and_another_worker_died_is_served_o
     client.settimeout(2)
     assert client.recv(10) == b""
     client.close()
+
+
+def test_a_worker_is_told_while_the_master_takes_its_keep_alive_connections_back():
+    from master.core import board as fields
+    from master.core.board import Board
+
+    loop = EventLoop()
+    made = RoundRobinHandle("127.0.0.1", 0, loop, persistent=True)
+    worker = PlayedWorker(1)
+    worker.board = Board.create()
+    try:
+        made.add(worker, worker.reply)
+        assert worker.board[fields.TAKES_BACK] == 1
+        made.remove(worker)  # it drains (a rolling restart, a scale-down): the listener stays open
+        assert worker.board[fields.TAKES_BACK] == 1
+        made.close()  # a shutdown: draining workers close their keep-alive connections themselves
+        assert worker.board[fields.TAKES_BACK] == 0
+    finally:
+        made.close()
+        loop.close()
+        worker.board.close()
+
+
+def test_the_pool_shares_every_keep_alive_client_among_the_workers_that_take_from_it():
+    from master.core import board as fields
+    from master.core import pool as wire
+    from master.core.board import Board
+
+    loop = EventLoop()
+    made = RoundRobinHandle("127.0.0.1", 0, loop, persistent=True)
+    made.keepalive_pool = True
+    workers = [PlayedWorker(i) for i in (1, 2, 3)]
+    for worker in workers:
+        worker.board = Board.create()
+    try:
+        for worker in workers:
+            made.add(worker, worker.reply)
+        table = made.pool.table
+        assert table.get(table.slots, wire.TAKERS) == 3
+        for worker, kept in zip(workers, (10, 12, 8)):
+            worker.board[fields.KEPT] = kept  # clients each keeps from its lane
+        made._tick()
+        assert table.get(table.slots, wire.CLIENTS) == 30 and table.share() == 10
+        made.remove(workers[0])  # it drains: it takes nothing more, and its clients go to the others
+        assert table.get(table.slots, wire.TAKERS) == 2
+        made._tick()
+        assert table.get(table.slots, wire.CLIENTS) == 20 and table.share() == 10
+    finally:
+        made.close()
+        loop.close()
+        for worker in workers:
+            worker.board.close()

@@ -124,6 +124,8 @@ class RoundRobinHandle(Handle):
         """Stop handing connections to `worker` (its lane stays until it exits)."""
         self.workers.pop(worker.id, None)
         self.placed.pop(worker.id, None)
+        if self.pool is not None:
+            self.pool.stop_taking(worker.id)  # it drains: no share of the pool's clients for it
         if worker.id in self.turns:
             self.turns.remove(worker.id)
         if not self.workers and not self.persistent:

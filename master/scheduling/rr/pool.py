@@ -70,6 +70,7 @@ class Pool:
         self.table = wire.Table.create(self.slots)
         self.members: dict[int, Any] = {}  # number -> peer address
         self.links: dict[int, Link] = {}
+        self.takers: set[int] = set()  # workers that take from the set: joined, not draining
         self.revoking: dict[int, tuple[int, float]] = {}  # idle past the timeout, out of the set: (stamp, since)
         self.keepalive_timeout = 5.0
         self.pooled = self.expired = 0  # ever
@@ -83,7 +84,8 @@ class Pool:
         connection pooled so far."""
         link = Link()
         self.links[worker_id] = link
-        self.table.set(self.slots, wire.TAKERS, len(self.links))
+        self.takers.add(worker_id)
+        self.table.set(self.slots, wire.TAKERS, len(self.takers))
         self.loop.add_reader(link.ours.fileno(), lambda: self._on_link(link))
         numbers = list(self.members)
         for start in range(0, len(numbers), wire.MAX_PER_MESSAGE):
@@ -92,10 +94,16 @@ class Pool:
         fds = [link.theirs.fileno(), self.epoll.fileno(), self.table.fd]
         return fds, {"pool_base": self.base, "pool_slots": self.slots}
 
+    def stop_taking(self, worker_id: int) -> None:
+        """A worker drains (or exited): it takes nothing more, so the others share the clients out
+        without it. Its link stays until it exits: it still ends what it is serving."""
+        self.takers.discard(worker_id)
+        self.table.set(self.slots, wire.TAKERS, len(self.takers))
+
     def leave(self, worker_id: int) -> int:
         """A worker exited: close what it was holding (how many)."""
         link = self.links.pop(worker_id, None)
-        self.table.set(self.slots, wire.TAKERS, len(self.links))
+        self.stop_taking(worker_id)
         if link is not None:
             self.loop.remove_reader(link.ours.fileno())
             link.close()
