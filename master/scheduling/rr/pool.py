@@ -224,9 +224,6 @@ class Pool:
         """
         for link in self.links.values():
             link.flush()
-        owner = wire.OWNER
-        idle_in_set = sum(1 for number in self.members if self.table.get(number - self.base, owner) == 0)
-        self.table.set(self.slots, wire.CLIENTS, kept_by_workers + idle_in_set)
         now_ns = time.monotonic_ns()
         now = time.monotonic()
         for number, (stamp, since) in list(self.revoking.items()):
@@ -238,19 +235,20 @@ class Pool:
                 self._end(number)
             else:
                 del self.revoking[number]  # a worker took it: it finds it out of the set and ends it
-        if not self.keepalive_timeout:
-            return
-        limit = int(self.keepalive_timeout * 1e9)
+        limit = int(self.keepalive_timeout * 1e9) if self.keepalive_timeout else 0
+        idle_in_set = 0
         for number in self.members:
-            if number in self.revoking:
-                continue
             slot = number - self.base
-            if self.table.get(slot, wire.OWNER) == 0 and now_ns - self.table.get(slot, wire.IDLE_SINCE_NS) >= limit:
+            if self.table.get(slot, wire.OWNER) != 0:
+                continue  # a worker is serving it (or keeps it): counted on its board
+            idle_in_set += 1
+            if limit and number not in self.revoking and now_ns - self.table.get(slot, wire.IDLE_SINCE_NS) >= limit:
                 try:
                     self.epoll.unregister(number)
                 except OSError:
                     continue
                 self.revoking[number] = (self.table.get(slot, wire.IDLE_SINCE_NS), now)
+        self.table.set(self.slots, wire.CLIENTS, kept_by_workers + idle_in_set)
 
     def close(self) -> list[Conn]:
         """The listener closes: every connection nobody holds leaves the set and is returned, for
