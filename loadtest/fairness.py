@@ -13,9 +13,11 @@ MODES = {
 }
 # Keep-alive requests per worker follow how fast each worker answers its 16 connections, and the
 # Python load generator shares the CPUs: over 2,000 requests (0.4 s) a worker that happens to share
-# its CPU with the generator serves 40% though both hold 16 connections (Jain 0.96, measured); over
-# 10,000 (2 s) the kernel has moved them about (0.996-0.9999 in 5 of 5 runs).
-KEEPALIVE_MIN_REQUESTS = 10_000
+# its CPU with the generator serves 40% though both hold 16 connections (Jain 0.96, measured). Over
+# 10,000 (2 s) the kernel has not always moved them about: rr read 0.9923-0.9999 in 6 runs here and
+# 0.9876 and 0.9887 in two full benches, shared 0.9943-0.9992. Over 30,000 (6 s) rr read
+# 0.9959-0.9995 in 4 of 4 runs, shared 0.9980-0.9999 (2026-12-02).
+KEEPALIVE_MIN_REQUESTS = 30_000
 
 
 def requests_for(mode: str, requests: int, quick: bool = False) -> int:
