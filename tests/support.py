@@ -27,6 +27,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports nobody listens on right now. All are held while choosing: one
+    free_port() after another may hand out the same port twice, and a redis-server given a port
+    another one already took fails to start (CI saw a Sentinel's port answer as a plain Redis)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> Any:
     """Poll `predicate` until it returns something truthy; AssertionError after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,8 @@ from redis.retry import Retry
 
 from app import create_app
 from app.acknowledged import MARKER_PREFIX
-from app.embedded_redis import find_redis_server, free_port
+from app.embedded_redis import find_redis_server
+from support import free_ports
 
 PASSWORD = "integration-test-password-0123"
 MASTER = "pycluster"
@@ -29,8 +30,8 @@ class RedisSet:
     def __init__(self, tmp_path):
         self.dir = tmp_path
         self.binary = find_redis_server()
-        self.ports = {"primary": free_port(), "replica": free_port()}
-        self.sentinel_ports = [free_port() for _ in range(3)]
+        primary, replica, *self.sentinel_ports = free_ports(5)
+        self.ports = {"primary": primary, "replica": replica}
         self.procs: dict[str, subprocess.Popen] = {}
 
     def _start(self, name, lines, *extra):
