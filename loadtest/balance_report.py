@@ -106,6 +106,12 @@ def _mixed_targets(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def _rounds_text(r: dict) -> str:
+    """Each round's rate and p99, for a combined mixed keep-alive record ("–" for a single cell)."""
+    rounds = r.get("rounds") or []
+    return ", ".join(f"{x['rps']:,.0f} ({x['p99_ms']})" for x in rounds if x.get("rps")) or "–"
+
+
 def _work_split(ours: dict, theirs: dict) -> str:
     """The CPU-bound share of two Locust runs, when both recorded it (loadtest/mixed.py)."""
     if ours.get("work_rps") is None or theirs.get("work_rps") is None:
@@ -171,12 +177,16 @@ def sections(runs: list[dict], table, fmt) -> list[str]:
         out += ["", "## Mixed keep-alive profile (wrk, 32 connections, 1 request in 8 is 10 ms of CPU)", ""]
         out += ["The profile is CPU-bound: a server that keeps the CPUs busy is as fast as a request is cheap "
                 "to it. The workers' CPU per request (user + system, all workers) and the CPUs they kept busy "
-                "show which a rate is; the target row sets them against the app's own in-process cost.", ""]
+                "show which a rate is; the target row sets them against the app's own in-process cost. Every server "
+                "ran once per round, fresh and in turn, so each round measures them all in the same stretch of the "
+                "machine's time (loadtest/mixed_rounds.py); a row is the server's median round by rate, with the "
+                "median p99 and the slowest request and timeouts over all rounds.", ""]
         out.append(table(["server", "N", "req/s", "p50 ms", "p99 ms", "slowest ms", "over 1 s", "timeouts (2 s)",
-                          "worker µs/req", "CPUs busy"],
+                          "worker µs/req", "CPUs busy", "rounds: req/s (p99 ms)"],
                          [[_label(r), r["workers"], fmt(r["rps"]), fmt(r["p50_ms"], 1), fmt(r["p99_ms"], 1),
                            fmt(r.get("max_ms"), 0), fmt(r.get("over_1s")), fmt(r.get("timeouts")),
-                           fmt(r.get("worker_cpu_us_per_req"), 0), fmt(r.get("worker_cpus_busy"), 2)]
+                           fmt(r.get("worker_cpu_us_per_req"), 0), fmt(r.get("worker_cpus_busy"), 2),
+                          _rounds_text(r)]
                           for r in mka]))
     cap = _of(runs, "capacity")
     if cap:

@@ -2,7 +2,8 @@
 
 Throughput and latency with wrk on `/`, `/work`, `/count` for workers = 1..CPUs, the mixed profile with
 Locust, fairness per policy, loss when a worker is SIGKILLed, master CPU/RSS, the workers' CPU per
-request, and Flask's in-process ceiling; then the guard: keep-alive `/` of the code that wrote the
+request, and Flask's in-process ceiling; then the mixed keep-alive profile with wrk, every server in
+turn over rounds (loadtest/mixed_rounds.py); then the guard: keep-alive `/` of the code that wrote the
 committed results, run beside the current code in turn (loadtest/guard.py). Writes
 docs/bench/results.json, docs/bench/*.png and docs/BENCHMARKS.md. Loopback only. pycluster's workers
 serve with the engine ENGINE names (httptools by default): `ENGINE=pywsgi make bench` measures pywsgi.
@@ -28,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest import capacity, fairness, guard, mixed, report, wrk
+from loadtest import capacity, fairness, guard, mixed, mixed_rounds, report, wrk
 from loadtest.loadgen import LoadGen, kinds
 from loadtest.progress import Progress
 from loadtest.servers import (GUNICORN_CLASSES, HOST, POLICIES, REPO, RedisServer, Server, app_available,
@@ -61,14 +62,15 @@ class Plan:
     wrk_threads: int = 1
     wrk_cpus: str | None = None                              # taskset CPU list for the load (wrk, Locust), e.g. "12-15"
     capacity_s: float = 12.0                                 # per capacity timeline (crash, start-up, scale-up)
-    mixed_keepalive_s: float = 8.0                           # the mixed keep-alive profile (wrk)
+    mixed_keepalive_s: float = 8.0                           # the mixed keep-alive profile (wrk), per round
+    mixed_keepalive_rounds: int = 3                          # every server in turn, fresh (loadtest/mixed_rounds.py)
 
 
 def make_plan(quick: bool, cpus: int, workers: list[int] | None) -> Plan:
     """The full plan, or the quick one that fits in two minutes."""
     if quick:
         return Plan(True, tuple(workers or sorted({1, cpus})), 1, 0, 32, 500, 2.0, 4, 20, False, False, 0.5,
-                    capacity_s=9.0, mixed_keepalive_s=3.0)
+                    capacity_s=9.0, mixed_keepalive_s=3.0, mixed_keepalive_rounds=1)
     return Plan(False, tuple(workers or range(1, cpus + 1)), 10, 2, 32, 2000, 6.0, 15, 50, True, True, 3.0)
 
 
@@ -200,7 +202,10 @@ def measure_loss(srv: Server, seconds: float) -> dict:
 def measure_mixed_keepalive(srv: Server, plan: Plan) -> dict:
     """32 keep-alive connections, 1 request in 8 is 10 ms of CPU: throughput, p99 and the slowest, and
     the workers' CPU per request and how many CPUs they kept busy. The profile is CPU-bound: where
-    two servers both keep the CPUs busy, their rates differ only by what a request costs each."""
+    two servers both keep the CPUs busy, their rates differ only by what a request costs each.
+    A fresh server is warmed with the same profile first, as the throughput cells are."""
+    if plan.warmup_s:
+        wrk.run(srv.url, plan.warmup_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus, script=wrk.MIXED_KEEPALIVE_SCRIPT)
     res, cpu_used, elapsed = with_worker_cpu(srv, lambda: wrk.run(
         srv.url, plan.mixed_keepalive_s, 32, plan.wrk_threads, cpus=plan.wrk_cpus, script=wrk.MIXED_KEEPALIVE_SCRIPT))
     return {"kind": "mixed-keepalive", "server": srv.server, "policy": srv.policy, "workers": srv.workers,
@@ -287,8 +292,9 @@ def count_steps(pairs, plan: Plan, cpus: int) -> int:
                 steps += len(fairness.MODES) if fair and "fairness" not in plan.skip else 0
                 steps += 1 if fair and "loss" not in plan.skip else 0
                 steps += 1 if "mixed" not in plan.skip and (plan.mixed_everywhere or policy in ("rr", "gevent")) else 0
-                steps += 0 if "mixed-keepalive" in plan.skip else 1
                 steps += 0 if "capacity" in plan.skip or n < 2 else (2 if server == "granian" else 3)
+    if "mixed-keepalive" not in plan.skip:
+        steps += len(pairs) * plan.mixed_keepalive_rounds
     if "guard" not in plan.skip:
         ours = sum(server == "pycluster" for server, _ in pairs)
         steps += ours + (1 if ours else 0)  # each policy against the previous code, then rr against itself
@@ -355,9 +361,6 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                         progress.step(f"{srv.label:<18} N={n} mixed (locust) {m['rps'] or 0:,.0f} req/s "
                                       f"p99 {m['p99_ms']} ms, {m['failures']} failures, workers "
                                       f"{runs[-1]['worker_cpu_us_per_req']} us/req on {runs[-1]['worker_cpus_busy']} CPUs")
-                    if "mixed-keepalive" not in plan.skip:
-                        runs.append(measure_mixed_keepalive(srv, plan))
-                        progress.step(mixed_keepalive_line(srv, runs[-1]))
                     if "capacity" not in plan.skip and n >= 2:
                         runs.append(capacity.crash(srv, plan.capacity_s))
                         progress.step(capacity_line(srv, runs[-1]))
@@ -369,6 +372,9 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                     srv.cleanup()
                 if n == top and n >= 2 and "capacity" not in plan.skip:
                     runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
+        if "mixed-keepalive" not in plan.skip:
+            runs += mixed_rounds.measure(pairs, top, redis.url, plan.mixed_keepalive_rounds,
+                                         lambda srv: measure_mixed_keepalive(srv, plan), progress, mixed_keepalive_line)
         policies = [policy for server, policy in pairs if server == "pycluster"]
         if "guard" not in plan.skip and policies:
             pairs_each = GUARD_PAIRS_QUICK if plan.quick else GUARD_PAIRS

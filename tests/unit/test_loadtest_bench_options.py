@@ -53,10 +53,12 @@ def test_steps_follow_endpoints_and_skip():
                              16) == bench.count_steps(others, plan(endpoints="/", skip="ceiling,fairness,loss,mixed,"
                                                                    "mixed-keepalive,capacity,guard"), 16)
     default = bench.make_plan(False, 2, None)
-    # ceiling + per pair and N: 3 endpoints + close; at N=2: fairness modes + loss (rr, sync) + mixed,
-    # the mixed keep-alive profile and three capacity timelines; the guard for rr, and rr against itself
+    # ceiling + per pair and N: 3 endpoints + close; at N=2: fairness modes + loss (rr, sync) + mixed
+    # and three capacity timelines; the mixed keep-alive profile, each pair once per round; the guard
+    # for rr, and rr against itself
     fair = len(bench.fairness.MODES) + 1
-    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * (1 + 3) + 2
+    assert default.mixed_keepalive_rounds == 3 and bench.make_plan(True, 2, None).mixed_keepalive_rounds == 1
+    assert bench.count_steps(pairs, default, 2) == 1 + 2 * 2 * 4 + 2 * fair + 2 + 2 * 3 + 2 * 3 + 2
 
 
 def test_servers_accept_dashes_slashes_and_families():
