@@ -45,11 +45,16 @@ def parse(output: str) -> dict:
     return result
 
 
+def window_s(seconds: float) -> int:
+    """The seconds wrk actually counts requests over for a run asked to last `seconds` (whole, ≥ 1)."""
+    return max(1, round(seconds))
+
+
 def run(url: str, seconds: float, connections: int, threads: int = 1, close: bool = False,
         cpus: str | None = None, script: str | None = None) -> dict:
     """One bounded wrk run against url, on the CPUs `cpus` (a taskset list) if given; parsed figures plus
     the raw exit code."""
-    secs = max(1, round(seconds))
+    secs = window_s(seconds)
     cmd = ["wrk", "--latency", "-t", str(threads), "-c", str(max(connections, threads)),
            "-d", f"{secs}s", "--timeout", "2s"]
     if cpus:
