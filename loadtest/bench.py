@@ -403,8 +403,11 @@ def run(plan: Plan, cpus: int, pairs, notes) -> list[dict]:
                 if n == top and n >= 2 and "capacity" not in plan.skip:
                     runs += measure_capacity_changes(server, policy, n, redis.url, plan, progress)
         if "mixed-keepalive" not in plan.skip:
-            runs += mixed_rounds.measure(pairs, top, redis.url, plan.mixed_keepalive_rounds,
-                                         lambda srv: measure_mixed_keepalive(srv, plan), progress, mixed_keepalive_line)
+            records, round_notes = mixed_rounds.measure(pairs, top, redis.url, plan.mixed_keepalive_rounds,
+                                                        lambda srv: measure_mixed_keepalive(srv, plan), progress,
+                                                        mixed_keepalive_line)
+            runs += records
+            notes += round_notes
         policies = [policy for server, policy in pairs if server == "pycluster"]
         if "guard" not in plan.skip and policies:
             pairs_each = GUARD_PAIRS_QUICK if plan.quick else GUARD_PAIRS

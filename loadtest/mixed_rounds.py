@@ -40,28 +40,34 @@ def combine(rounds: list[dict]) -> dict:
 
 
 def measure(pairs: list[tuple[str, str]], n: int, redis_url: str, rounds: int,
-            measure_one: Callable[[Server], dict], progress: Any, line: Callable[[Server, dict], str]) -> list[dict]:
-    """`rounds` rounds of one fresh server per (server, policy), in turn; one combined record each.
-    A server that fails to start or to finish a round is left out of that round, and the line says so."""
+            measure_one: Callable[[Server], dict], progress: Any, line: Callable[[Server, dict], str]
+            ) -> tuple[list[dict], list[str]]:
+    """`rounds` rounds of one fresh server per (server, policy), in turn: one combined record each,
+    and the report's notes. A round that fails to start or to finish is left out, and a note says so."""
     got: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    notes: list[str] = []
+
+    def failed(server: str, policy: str, index: int, what: str) -> None:
+        text = f"{server} {policy} mixed keep-alive round {index + 1} of {rounds} {what}; that round is left out."
+        notes.append(text)
+        progress.step(text)
+
     for index in range(rounds):
         for server, policy in pairs:
             progress.start(f"{server}/{policy} N={n} mixed keep-alive, round {index + 1} of {rounds}")
             try:
                 srv = Server(server, policy, n, redis_url).start()
             except (RuntimeError, TimeoutError) as exc:
-                progress.step(f"{server}/{policy} N={n} mixed keep-alive round {index + 1}: FAILED TO START "
-                              f"({str(exc).strip().splitlines()[0]})")
+                failed(server, policy, index, f"failed to start ({str(exc).strip().splitlines()[0]})")
                 continue
             try:
                 record = measure_one(srv)
             except Exception as exc:  # noqa: BLE001 - one failed round must not lose the others
-                progress.step(f"{srv.label} N={n} mixed keep-alive round {index + 1}: FAILED ({exc})")
+                failed(server, policy, index, f"stopped: {type(exc).__name__}: {exc}")
                 continue
-            else:
-                got[(server, policy)].append(record)
-                progress.step(f"{line(srv, record)}  (round {index + 1})")
             finally:
                 srv.stop()
                 srv.cleanup()
-    return [combine(records) for records in got.values() if records]
+            got[(server, policy)].append(record)
+            progress.step(f"{line(srv, record)}  (round {index + 1})")
+    return [combine(records) for records in got.values() if records], notes
